@@ -1,0 +1,1 @@
+"""The supervisors' side: the JSON API now, the admin site later."""

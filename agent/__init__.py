@@ -1,0 +1,1 @@
+"""The pipeline around the audio-LLM slot, its backends, and turn-taking."""

@@ -1,0 +1,123 @@
+"""The audio-LLM contract: what every backend in the slot takes and streams back.
+
+A backend turns the caller's audio for one turn (16 kHz mono int16), plus the
+conversation so far, into a stream of events. The embedded cascade (ASR, reply
+policy, TTS) and end-to-end speech models honour the same contract, so the
+pipeline, flows and interruption handling never look behind it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+INPUT_SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallerText:
+    """What the backend understood the caller to say this turn."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextDelta:
+    """Agent text; it covers the audio chunks that follow it."""
+
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioChunk:
+    """Agent speech: int16 mono PCM at `sample_rate`."""
+
+    audio: bytes
+    sample_rate: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndOfTurn:
+    """The agent's turn is complete; `end_call` asks to hang up once it has been heard."""
+
+    end_call: bool = False
+
+
+Event = CallerText | TextDelta | AudioChunk | ToolCall | EndOfTurn
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a backend can do, so flows and barge-in handling can adapt."""
+
+    audio_output: bool = True
+    live_instructions: bool = False  # instructions and tools can change mid-session
+    tools: bool = False
+    truncation: bool = False  # can cut its last turn to what the caller heard
+    caller_text: bool = False  # reports a transcript of the caller (CallerText)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContextTurn:
+    role: Literal["caller", "agent"]
+    text: str
+    audio: bytes | None = None  # 16 kHz int16, for backends that re-read past audio
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnRequest:
+    """One turn: the caller's audio (None when the agent opens the call) and context."""
+
+    audio: bytes | None
+    history: tuple[ContextTurn, ...] = ()
+    instructions: str = ""
+    tools: tuple[dict, ...] = field(default_factory=tuple)
+
+
+class BackendBusy(RuntimeError):
+    """No capacity for another conversation right now."""
+
+
+class AudioLLMSession(ABC):
+    """One conversation on a backend; turns run one at a time."""
+
+    @abstractmethod
+    def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Stream the agent's answer to one turn, ending with EndOfTurn."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Stop the turn in progress at once; it yields nothing more (barge-in)."""
+
+    async def truncate(self, heard_text: str) -> None:  # noqa: B027 - optional hook
+        """The caller only heard `heard_text` of the last turn (when `truncation`)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the conversation's resources."""
+
+
+class AudioLLM(ABC):
+    """A backend: loads its models once, then opens a session per call."""
+
+    name: str
+    capabilities: Capabilities
+
+    @abstractmethod
+    async def load(self) -> None:
+        """Load and check models; log progress, since this can take a while."""
+
+    @abstractmethod
+    async def open_session(self) -> AudioLLMSession:
+        """A new conversation; raises BackendBusy when there is no capacity."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the models."""

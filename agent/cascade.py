@@ -1,0 +1,114 @@
+"""The embedded CPU default: Whisper tiny.en, a reply policy, and Piper, in one backend."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+from loguru import logger
+
+from agent.backend import (
+    AudioChunk,
+    AudioLLM,
+    AudioLLMSession,
+    CallerText,
+    Capabilities,
+    EndOfTurn,
+    Event,
+    TextDelta,
+    TurnRequest,
+)
+from agent.models import ModelPaths
+from agent.policy import ReplyPolicy
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Speak sentence by sentence so the first one reaches the caller early."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+class EmbeddedCascade(AudioLLM):
+    name = "embedded"
+    capabilities = Capabilities(caller_text=True, truncation=True)
+
+    def __init__(self, *, models: ModelPaths, policy_factory: Callable[[], ReplyPolicy]):
+        self._models = models
+        self._policy_factory = policy_factory
+        self._whisper = None
+        self._voice = None
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        from faster_whisper import WhisperModel
+        from piper import PiperVoice
+
+        started = time.perf_counter()
+        logger.info(f"Loading Whisper from {self._models.whisper_dir}")
+        self._whisper = WhisperModel(
+            str(self._models.whisper_dir), device="cpu", compute_type="int8",
+            cpu_threads=2, num_workers=2,
+        )
+        logger.info(f"Loading Piper voice {self._models.piper_voice.name}")
+        self._voice = PiperVoice.load(self._models.piper_voice)
+        # One short synthesis and transcription warm the ONNX and CTranslate2 kernels,
+        # so the first caller does not pay for them.
+        warm = self.synthesize("Ready.")
+        self.transcribe(warm[0][: 16000 * 2])
+        logger.info(f"Embedded models ready in {time.perf_counter() - started:.1f}s")
+
+    async def open_session(self) -> AudioLLMSession:
+        if self._whisper is None:
+            raise RuntimeError("EmbeddedCascade.load() was not awaited")
+        return CascadeSession(backend=self, policy=self._policy_factory())
+
+    def transcribe(self, audio16k: bytes) -> str:
+        samples = np.frombuffer(audio16k, dtype=np.int16).astype(np.float32) / 32768.0
+        segments, _ = self._whisper.transcribe(
+            samples, language="en", beam_size=1, without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    def synthesize(self, text: str) -> tuple[bytes, int]:
+        chunks = list(self._voice.synthesize(text))
+        return b"".join(c.audio_int16_bytes for c in chunks), chunks[0].sample_rate
+
+
+class CascadeSession(AudioLLMSession):
+    def __init__(self, *, backend: EmbeddedCascade, policy: ReplyPolicy):
+        self._backend = backend
+        self._policy = policy
+        self._cancelled = False
+
+    async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        self._cancelled = False
+        if request.audio is None:
+            reply = await self._policy.opening()
+        else:
+            text = await asyncio.to_thread(self._backend.transcribe, request.audio)
+            if self._cancelled:
+                return
+            yield CallerText(text=text)
+            if not text:
+                yield EndOfTurn()
+                return
+            reply = await self._policy.reply(text)
+        for sentence in split_sentences(reply.text):
+            if self._cancelled:
+                return
+            yield TextDelta(text=sentence)
+            audio, rate = await asyncio.to_thread(self._backend.synthesize, sentence)
+            if self._cancelled:
+                return
+            yield AudioChunk(audio=audio, sample_rate=rate)
+        yield EndOfTurn(end_call=reply.end_call)
+
+    async def cancel(self) -> None:
+        self._cancelled = True

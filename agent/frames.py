@@ -1,0 +1,44 @@
+"""Frames callwright adds to pipecat's: plain data passed between processors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipecat.frames.frames import OutputTransportMessageFrame, SystemFrame
+
+
+@dataclass
+class PlaybackMarkFrame(OutputTransportMessageFrame):
+    """Queued after a piece of agent audio; the transport reports when it has played.
+
+    `message` holds the mark's name. Twilio echoes it as a `mark` event.
+    """
+
+
+@dataclass
+class PlaybackMarkedFrame(SystemFrame):
+    """The caller's side has played everything up to the mark called `mark`."""
+
+    mark: str = ""
+
+
+@dataclass
+class CallerTurnFrame(SystemFrame):
+    """A finished caller turn; times are ms from the start of the call."""
+
+    text: str = ""
+    start_ms: int = 0
+    end_ms: int = 0
+
+
+@dataclass
+class AgentTurnFrame(SystemFrame):
+    """A finished agent turn: `text` is what the caller heard, `planned_text` all it meant."""
+
+    text: str = ""
+    planned_text: str = ""
+    start_ms: int = 0
+    end_ms: int = 0
+    interrupted: bool = False
+    latency_ms: int | None = None
+    timings: dict = field(default_factory=dict)

@@ -1,0 +1,76 @@
+"""Builds the per-call pipeline: transport in → VAD → user turns → audio-LLM slot → out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
+from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import (
+    TurnAnalyzerUserTurnStopStrategy,
+)
+from pipecat.turns.user_turn_processor import UserTurnProcessor
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
+from agent.models import ModelPaths
+from agent.slot import AudioLLMSlot
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnTakingSettings:
+    vad_stop_secs: float = 0.2
+    turn_stop_secs: float = 1.2  # the longest Smart Turn waits on an unfinished sentence
+
+
+def build_call_worker(
+    *,
+    transport: BaseTransport,
+    session: AudioLLMSession,
+    models: ModelPaths,
+    recorder: FrameProcessor,
+    out_sample_rate: int,
+    turn_taking: TurnTakingSettings = TurnTakingSettings(),
+) -> PipelineWorker:
+    vad = SileroVADAnalyzer(params=VADParams(stop_secs=turn_taking.vad_stop_secs))
+    turn_analyzer = LocalSmartTurnAnalyzerV3(
+        smart_turn_model_path=str(models.smart_turn),
+        params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs),
+    )
+    user_turns = UserTurnProcessor(
+        user_turn_strategies=UserTurnStrategies(
+            start=[VADUserTurnStartStrategy()],
+            # Audio goes straight to the slot, so no transcript gates the end of a turn.
+            stop=[
+                TurnAnalyzerUserTurnStopStrategy(
+                    turn_analyzer=turn_analyzer, wait_for_transcript=False
+                )
+            ],
+        ),
+    )
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            VADProcessor(vad_analyzer=vad),
+            user_turns,
+            AudioLLMSlot(session=session),
+            recorder,
+            transport.output(),
+        ]
+    )
+    return PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=INPUT_SAMPLE_RATE, audio_out_sample_rate=out_sample_rate
+        ),
+        enable_rtvi=False,
+        idle_timeout_secs=None,
+    )

@@ -1,0 +1,70 @@
+"""Reply policies: what the embedded cascade says, given what the caller said."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    text: str
+    end_call: bool = False
+
+
+class ReplyPolicy(Protocol):
+    async def opening(self) -> Reply: ...
+
+    async def reply(self, caller_text: str) -> Reply: ...
+
+
+_GOODBYE = re.compile(r"\b(bye|goodbye|that'?s all|hang up|no,? thanks?( you)?)\b", re.I)
+_BOOKING = re.compile(r"\b(book|booking|reserv\w*|appointment|table)\b", re.I)
+_HOURS = re.compile(r"\b(open|opening|hours|close|closing)\b", re.I)
+_NAME = re.compile(r"\b(?:name is|i am|i'm|this is|under(?: the name)?|it's)\s+([a-z][a-z'-]+)", re.I)
+_NOT_NAMES = {"calling", "looking", "trying", "just", "not", "fine", "good", "a", "the"}
+
+
+class Receptionist:
+    """A small fixed front-desk conversation; YAML flows replace it."""
+
+    def __init__(self, *, business: str = "the callwright front desk"):
+        self._business = business
+        self._awaiting_name = False
+
+    async def opening(self) -> Reply:
+        return Reply(text=f"Hello, you've reached {self._business}. How can I help you today?")
+
+    async def reply(self, caller_text: str) -> Reply:
+        text = caller_text.strip()
+        if _GOODBYE.search(text):
+            return Reply(text="Thank you for calling. Goodbye!", end_call=True)
+        if self._awaiting_name:
+            name = _name(text)
+            if name:
+                self._awaiting_name = False
+                return Reply(
+                    text=f"Thank you, {name}. Your booking request is noted, and we will "
+                    "text you a confirmation. Is there anything else?"
+                )
+            return Reply(text="Sorry, I didn't catch the name. Could you say it again?")
+        if _BOOKING.search(text):
+            self._awaiting_name = True
+            return Reply(text="Sure. What name should I put the booking under?")
+        if _HOURS.search(text):
+            return Reply(text="We are open every day from nine to nine. Anything else?")
+        return Reply(
+            text="Sorry, I can take a booking or tell you our opening hours. "
+            "Which would you like?"
+        )
+
+
+def _name(text: str) -> str | None:
+    match = _NAME.search(text)
+    if match and match.group(1).lower() not in _NOT_NAMES:
+        return match.group(1).capitalize()
+    words = re.findall(r"[A-Za-z'-]+", text)
+    if len(words) <= 2 and words:  # "Ada." or "Ada Lovelace."
+        return " ".join(w.capitalize() for w in words)
+    return None

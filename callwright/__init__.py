@@ -1,0 +1,1 @@
+"""callwright: phone agents on streaming audio LLMs. This package wires the parts together."""

@@ -1,0 +1,178 @@
+"""The `callwright` command."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="callwright: phone agents on streaming audio LLMs.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+WS_MAX_BYTES = 1 << 20  # Twilio's messages are small; refuse anything absurd at the socket
+
+
+def _settings(**overrides):
+    from callwright.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _server(settings, *, quiet: bool = False):
+    import uvicorn
+
+    from callwright import logs
+    from callwright.app import create_app
+
+    logs.configure("WARNING" if quiet else settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws_max_size=WS_MAX_BYTES,
+        log_level="warning" if quiet else "info",
+        access_log=not quiet,
+        lifespan="on",
+    )
+    return uvicorn.Server(config)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Interface to bind (CALLWRIGHT_HOST)."),
+    port: int = typer.Option(None, help="Port (CALLWRIGHT_PORT)."),
+) -> None:
+    """Serve the Twilio webhook, media streams and API."""
+    settings = _settings(host=host, port=port)
+    asyncio.run(_server(settings).serve())
+
+
+@app.command()
+def call(
+    wav: list[Path] = typer.Option(..., exists=True, dir_okay=False,
+                                   help="Caller speech; repeat for several lines."),
+    url: str = typer.Option(None, help="A running server; default: start one in-process."),
+    api_token: str = typer.Option(None, envvar="CALLWRIGHT_API_TOKEN",
+                                  help="Bearer token to read the transcript from a running server."),
+) -> None:
+    """Call the agent as a Twilio caller, playing WAV files, and print the transcript."""
+    asyncio.run(_call(wav, url, api_token))
+
+
+async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> None:
+    from memory.db import create_engine
+    from memory.store import CallStore
+    from telephony.emulator import TwilioCaller, load_wav_8k
+    from telephony.rest_standin import TwilioRestStandIn
+
+    lines = [load_wav_8k(path) for path in wavs]
+    tasks: list[asyncio.Task] = []
+    server = None
+    if url is None:
+        # A throwaway server with its own database and a local stand-in for Twilio's API.
+        import tempfile
+
+        data_dir = Path(tempfile.mkdtemp(prefix="callwright-call-"))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = _settings(port=port, data_dir=data_dir, public_url=f"http://127.0.0.1:{port}")
+        rest = TwilioRestStandIn(account_sid=settings.twilio_sid, auth_token=settings.twilio_token)
+        tasks.append(await rest.serve())
+        settings = _settings(port=port, data_dir=data_dir, public_url=settings.base_url,
+                             twilio_api_base_url=rest.base_url)
+        server = _server(settings, quiet=True)
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+        while not server.started:
+            await asyncio.sleep(0.05)
+        url = settings.base_url
+        engine = create_engine(settings.sqlalchemy_url)
+        api_token = await CallStore(engine).create_api_token("callwright call")
+        await engine.dispose()
+    else:
+        settings = _settings()
+    caller = TwilioCaller(base_url=url, auth_token=settings.twilio_token,
+                          account_sid=settings.twilio_sid)
+    typer.echo(f"Calling {url} as {caller.from_number} ({caller.call_sid})")
+    printer = asyncio.create_task(_print_turns(url, caller.call_sid, api_token))
+    try:
+        result = await caller.call(lines, end_timeout_s=5.0)
+        await asyncio.sleep(1.0)  # the last turn reaches the database just after hang-up
+    finally:
+        printer.cancel()
+    await _print_turns(url, caller.call_sid, api_token, once=True)
+    for i, ms in enumerate(result.latencies_ms, 1):
+        typer.echo(f"voice-to-voice after line {i}: {ms:.0f} ms")
+    typer.echo(f"hung up by {result.hung_up_by}; marks echoed: {result.marks_echoed}; "
+               f"protocol errors: {result.errors or 'none'}")
+    if server:
+        server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_printed: dict[str, int] = {}
+
+
+async def _print_turns(url: str, call_sid: str, token: str | None, once: bool = False) -> None:
+    import httpx
+
+    if not token:
+        if once:
+            typer.echo("(no API token: set CALLWRIGHT_API_TOKEN to print the transcript)")
+        return
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as client:
+        while True:
+            calls = (await client.get("/api/calls", params={"call_sid": call_sid})).json()
+            if calls:
+                detail = (await client.get(f"/api/calls/{calls[0]['id']}")).json()
+                for turn in detail["turns"][_printed.get(call_sid, 0):]:
+                    cut = "  [interrupted]" if turn["interrupted"] else ""
+                    typer.echo(f"{turn['start_ms'] / 1000:7.2f}s {turn['speaker']:>6}: "
+                               f"{turn['text']}{cut}")
+                _printed[call_sid] = len(detail["turns"])
+            if once:
+                return
+            await asyncio.sleep(0.5)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION."""
+    asyncio.run(_migrate(revision, down=False))
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(...)) -> None:
+    """Revert migrations down to REVISION ('base' for an empty database)."""
+    asyncio.run(_migrate(revision, down=True))
+
+
+async def _migrate(revision: str, *, down: bool) -> None:
+    from memory.db import create_engine, migrate
+
+    engine = create_engine(_settings().sqlalchemy_url)
+    await migrate(engine, revision, down=down)
+    await engine.dispose()
+
+
+@token_app.command("create")
+def token_create(name: str = typer.Option("cli", help="A label for the token.")) -> None:
+    """Create an API bearer token and print it (only its hash is stored)."""
+
+    async def create() -> str:
+        from memory.db import create_engine, migrate
+        from memory.store import CallStore
+
+        engine = create_engine(_settings().sqlalchemy_url)
+        await migrate(engine)
+        token = await CallStore(engine).create_api_token(name)
+        await engine.dispose()
+        return token
+
+    typer.echo(asyncio.run(create()))

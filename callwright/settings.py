@@ -1,0 +1,105 @@
+"""Typed settings, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Everything callwright reads from its environment (see README, "Configuration")."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", validation_alias=_env("CALLWRIGHT_HOST"))
+    port: int = Field(8080, validation_alias=_env("CALLWRIGHT_PORT"))
+    public_url: str = Field(
+        "",
+        validation_alias=_env("PUBLIC_URL"),
+        description="Public https base URL Twilio reaches us at; defaults to http://HOST:PORT.",
+    )
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    data_dir: Path = Field(Path("data"), validation_alias=_env("CALLWRIGHT_DATA_DIR"))
+    database_url: str = Field(
+        "", validation_alias=_env("DATABASE_URL"), description="Defaults to SQLite in data_dir."
+    )
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("CALLWRIGHT_SECRET_KEY"))
+
+    twilio_account_sid: str = Field("", validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    twilio_api_base_url: str = Field(
+        "https://api.twilio.com", validation_alias=_env("TWILIO_API_BASE_URL")
+    )
+    stream_token_ttl_s: float = Field(30.0, validation_alias=_env("STREAM_TOKEN_TTL_SECONDS"))
+    max_message_bytes: int = Field(64 * 1024, validation_alias=_env("MAX_STREAM_MESSAGE_BYTES"))
+
+    whisper_model_dir: Path | None = Field(None, validation_alias=_env("WHISPER_MODEL_DIR"))
+    piper_voice_path: Path | None = Field(None, validation_alias=_env("PIPER_VOICE_PATH"))
+    smart_turn_model_path: Path | None = Field(None, validation_alias=_env("SMART_TURN_MODEL_PATH"))
+    vad_stop_secs: float = Field(0.2, validation_alias=_env("VAD_STOP_SECS"))
+    turn_stop_secs: float = Field(
+        1.2,
+        validation_alias=_env("TURN_STOP_SECS"),
+        description="Longest silence Smart Turn may wait for an unfinished sentence.",
+    )
+
+    @cached_property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def stream_url(self) -> str:
+        """The wss:// URL put in TwiML; Twilio only opens secure websockets."""
+        base = self.base_url
+        scheme, _, rest = base.partition("://")
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/twilio/stream"
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the usual postgres:// spellings and run them on asyncpg.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+asyncpg://" + url[len(prefix) :]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'callwright.db').resolve()}"
+
+    def _local_secret(self, name: str) -> str:
+        """A random secret kept in data_dir, created on first use."""
+        path = self.data_dir / name
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """Key for stream tokens; shared by every worker behind one load balancer."""
+        if self.secret_key:
+            return self.secret_key.get_secret_value().encode()
+        return self._local_secret("secret-key").encode()
+
+    @cached_property
+    def twilio_token(self) -> str:
+        """Twilio auth token; a local one for development when none is configured.
+
+        With the local token, real Twilio webhooks fail their signature check (403),
+        which is the safe outcome; `callwright call` signs with the same token.
+        """
+        if self.twilio_auth_token:
+            return self.twilio_auth_token.get_secret_value()
+        return self._local_secret("dev-twilio-auth-token")
+
+    @cached_property
+    def twilio_sid(self) -> str:
+        return self.twilio_account_sid or "AC" + "0" * 32

@@ -1,0 +1,1 @@
+"""Long-term memory and call records in SQL (SQLAlchemy 2 async, Alembic migrations)."""

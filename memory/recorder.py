@@ -1,0 +1,38 @@
+"""Pipeline processor that stores each finished turn as it happens."""
+
+from __future__ import annotations
+
+from pipecat.frames.frames import Frame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from agent.frames import AgentTurnFrame, CallerTurnFrame
+from memory.store import TurnRecord
+from memory.writer import TurnWriter
+
+
+class TurnRecorder(FrameProcessor):
+    """Consumes turn frames and hands them to the writer; never waits on the database."""
+
+    def __init__(self, *, writer: TurnWriter, call_id: int, **kwargs):
+        super().__init__(**kwargs)
+        self._writer = writer
+        self._call_id = call_id
+        self._seq = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, CallerTurnFrame):
+            self._store(speaker="caller", text=frame.text, start_ms=frame.start_ms,
+                        end_ms=frame.end_ms)
+        elif isinstance(frame, AgentTurnFrame):
+            self._store(
+                speaker="agent", text=frame.text, start_ms=frame.start_ms, end_ms=frame.end_ms,
+                interrupted=frame.interrupted, planned_text=frame.planned_text,
+                latency_ms=frame.latency_ms, timings=frame.timings or None,
+            )
+        else:
+            await self.push_frame(frame, direction)
+
+    def _store(self, **fields) -> None:
+        self._seq += 1
+        self._writer.write(TurnRecord(call_id=self._call_id, seq=self._seq, **fields))

@@ -1,0 +1,1 @@
+"""Transports: Twilio webhooks and Media Streams, and WebRTC. Nothing model-specific."""

@@ -1,0 +1,93 @@
+"""pipecat's Twilio serializer, made strict about input and able to speak `mark`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from loguru import logger
+from pipecat.frames.frames import Frame
+from pipecat.serializers.twilio import TwilioFrameSerializer
+
+from agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
+
+_KNOWN_EVENTS = {"connected", "start", "media", "dtmf", "mark", "stop"}
+
+
+class TwilioMediaStreamSerializer(TwilioFrameSerializer):
+    """Skips and logs (with the call SID) anything that is not a well-formed Twilio event.
+
+    pipecat's receive loop ends the call on the first exception a serializer raises,
+    so nothing here may raise on bad input.
+    """
+
+    def __init__(self, *, stream_sid: str, call_sid: str, max_message_bytes: int):
+        super().__init__(
+            stream_sid, call_sid, params=TwilioFrameSerializer.InputParams(auto_hang_up=False)
+        )
+        self._max_bytes = max_message_bytes
+        self.stopped = False  # Twilio sent `stop`: the caller hung up
+        self.rejected = 0
+
+    def _skip(self, why: str) -> None:
+        self.rejected += 1
+        # One line per reason is enough to debug; a flood must not flood the log.
+        if self.rejected <= 20 or self.rejected % 1000 == 0:
+            logger.warning(f"call {self._call_sid}: skipped stream message #{self.rejected}: {why}")
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        if isinstance(frame, PlaybackMarkFrame):
+            return json.dumps(
+                {"event": "mark", "streamSid": self._stream_sid, "mark": {"name": frame.message}}
+            )
+        return await super().serialize(frame)
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        if isinstance(data, bytes):
+            self._skip(f"binary frame of {len(data)} bytes (Twilio sends text)")
+            return None
+        if len(data) > self._max_bytes:
+            self._skip(f"message of {len(data)} bytes exceeds {self._max_bytes}")
+            return None
+        try:
+            message = json.loads(data)
+        except ValueError:
+            self._skip(f"invalid JSON: {data[:80]!r}")
+            return None
+        if not isinstance(message, dict) or message.get("event") not in _KNOWN_EVENTS:
+            event = message.get("event") if isinstance(message, dict) else type(message).__name__
+            self._skip(f"unknown event {str(event)[:40]!r}")
+            return None
+        event = message["event"]
+        body = message.get(event)
+        if event in ("media", "dtmf", "mark") and not isinstance(body, dict):
+            self._skip(f"{event} without a {event!r} object")
+            return None
+        if event == "media":
+            payload = body.get("payload")
+            if not isinstance(payload, str) or not payload:
+                self._skip("media without a payload")
+                return None
+            try:
+                base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                self._skip("media payload is not base64")
+                return None
+        elif event == "mark":
+            name = body.get("name")
+            if not isinstance(name, str):
+                self._skip("mark without a name")
+                return None
+            return PlaybackMarkedFrame(mark=name)
+        elif event == "stop":
+            self.stopped = True
+            return None
+        elif event == "dtmf" and not isinstance(body.get("digit"), str):
+            self._skip("dtmf without a digit")
+            return None
+        try:
+            return await super().deserialize(data)
+        except Exception as exc:  # never let one message end the call
+            self._skip(f"{event} could not be decoded: {exc!r}")
+            return None
