@@ -22,7 +22,9 @@ class ReplyPolicy(Protocol):
 _GOODBYE = re.compile(r"\b(bye|goodbye|that'?s all|hang up|no,? thanks?( you)?)\b", re.I)
 _BOOKING = re.compile(r"\b(book|booking|reserv\w*|appointment|table)\b", re.I)
 _HOURS = re.compile(r"\b(open|opening|hours|close|closing)\b", re.I)
-_NAME = re.compile(r"\b(?:name is|i am|i'm|this is|under(?: the name)?|it's)\s+([a-z][a-z'-]+)", re.I)
+_NAME = re.compile(
+    r"\b(?:name is|i am|i'm|this is|under(?: the name)?|it's)\s+([a-z][a-z'-]+)", re.I
+)
 _NOT_NAMES = {"calling", "looking", "trying", "just", "not", "fine", "good", "a", "the"}
 
 

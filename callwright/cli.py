@@ -58,7 +58,7 @@ def call(
                                    help="Caller speech; repeat for several lines."),
     url: str = typer.Option(None, help="A running server; default: start one in-process."),
     api_token: str = typer.Option(None, envvar="CALLWRIGHT_API_TOKEN",
-                                  help="Bearer token to read the transcript from a running server."),
+                                  help="Bearer token to read a running server's transcript."),
 ) -> None:
     """Call the agent as a Twilio caller, playing WAV files, and print the transcript."""
     asyncio.run(_call(wav, url, api_token))
@@ -83,7 +83,7 @@ async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> Non
         port = sock.getsockname()[1]
         settings = _settings(port=port, data_dir=data_dir, public_url=f"http://127.0.0.1:{port}")
         rest = TwilioRestStandIn(account_sid=settings.twilio_sid, auth_token=settings.twilio_token)
-        tasks.append(await rest.serve())
+        await rest.serve()
         settings = _settings(port=port, data_dir=data_dir, public_url=settings.base_url,
                              twilio_api_base_url=rest.base_url)
         server = _server(settings, quiet=True)
@@ -113,6 +113,7 @@ async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> Non
     if server:
         server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        await rest.stop()
 
 
 _printed: dict[str, int] = {}

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from memory.db import async_url
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -65,12 +67,7 @@ class Settings(BaseSettings):
     @cached_property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
-            url = self.database_url
-            # Accept the usual postgres:// spellings and run them on asyncpg.
-            for prefix in ("postgres://", "postgresql://"):
-                if url.startswith(prefix):
-                    return "postgresql+asyncpg://" + url[len(prefix) :]
-            return url
+            return async_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'callwright.db').resolve()}"
 
     def _local_secret(self, name: str) -> str:

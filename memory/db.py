@@ -14,8 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+def async_url(url: str) -> str:
+    """Accept the usual postgres:// spellings and run them on asyncpg."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    url = async_url(url)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":

@@ -54,16 +54,19 @@ class TwilioRestStandIn:
 
         return app
 
-    async def serve(self) -> asyncio.Task:
-        """Start on a free loopback port; returns the server task."""
+    async def serve(self) -> None:
+        """Start on a free loopback port."""
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(self.app(), log_level="warning"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        self._server = uvicorn.Server(uvicorn.Config(self.app(), log_level="warning"))
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
             await asyncio.sleep(0.01)
-        return task
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await self._task
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,1 @@
+"""YAML conversation flows: schema, loader, engine, examples."""
