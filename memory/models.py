@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -36,10 +47,22 @@ class Call(Base):
     # One-time stream token: its nonce, and when it was spent.
     token_nonce: Mapped[str | None] = mapped_column(String(64))
     token_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Both legs as one stereo WAV (left caller, right agent), relative to the data dir.
+    recording_path: Mapped[str | None] = mapped_column(String(255))
+    # The flow this call ran: its name, version (content hash), nodes visited, slots filled.
+    flow_name: Mapped[str | None] = mapped_column(String(128))
+    flow_version: Mapped[str | None] = mapped_column(String(64))
+    flow_path: Mapped[list | None] = mapped_column(JSON)
+    slots: Mapped[dict | None] = mapped_column(JSON)
+    caller_id: Mapped[int | None] = mapped_column(
+        ForeignKey("callers.id", ondelete="SET NULL"), index=True
+    )
+    summary: Mapped[str | None] = mapped_column(Text)
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan"
     )
+    caller: Mapped[Caller | None] = relationship(back_populates="calls")
 
 
 class Turn(Base):
@@ -51,7 +74,9 @@ class Turn(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    speaker: Mapped[str] = mapped_column(String(16))
+    speaker: Mapped[str] = mapped_column(String(16))  # "caller" or "agent": the role
+    # Who was heard on the caller's line: "caller", "speaker 2", ... (speaker embeddings).
+    speaker_label: Mapped[str | None] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     start_ms: Mapped[int] = mapped_column(Integer)
     end_ms: Mapped[int] = mapped_column(Integer)
@@ -64,6 +89,50 @@ class Turn(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     call: Mapped[Call] = relationship(back_populates="turns")
+
+
+class Caller(Base):
+    """A person who calls, known by their E.164 number."""
+
+    __tablename__ = "callers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)  # E.164
+    name: Mapped[str | None] = mapped_column(String(128))
+    language: Mapped[str | None] = mapped_column(String(16))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    calls: Mapped[list[Call]] = relationship(back_populates="caller")
+    memories: Mapped[list[Memory]] = relationship(
+        back_populates="caller", cascade="all, delete-orphan"
+    )
+
+
+class Memory(Base):
+    """Something worth remembering about a caller: a fact, preference, summary or commitment."""
+
+    __tablename__ = "memories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    caller_id: Mapped[int] = mapped_column(
+        ForeignKey("callers.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # fact | preference | summary | commitment
+    text: Mapped[str] = mapped_column(Text)
+    value: Mapped[dict | None] = mapped_column(JSON)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalised
+    source_call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL")
+    )
+    source_turn_id: Mapped[int | None] = mapped_column(
+        ForeignKey("turns.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confidence: Mapped[float] = mapped_column(Float, default=1.0)
+
+    caller: Mapped[Caller] = relationship(back_populates="memories")
 
 
 class ApiToken(Base):

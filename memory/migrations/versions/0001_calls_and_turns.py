@@ -32,6 +32,12 @@ def upgrade() -> None:
         sa.Column("ended_at", TS),
         sa.Column("token_nonce", sa.String(64)),
         sa.Column("token_used_at", TS),
+        sa.Column("recording_path", sa.String(255)),
+        sa.Column("flow_name", sa.String(128)),
+        sa.Column("flow_version", sa.String(64)),
+        sa.Column("flow_path", sa.JSON),
+        sa.Column("slots", sa.JSON),
+        sa.Column("summary", sa.Text),
     )
     op.create_index("ix_calls_status", "calls", ["status"])
     op.create_index("ix_calls_started_at", "calls", ["started_at"])
@@ -43,6 +49,7 @@ def upgrade() -> None:
         ),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("speaker", sa.String(16), nullable=False),
+        sa.Column("speaker_label", sa.String(32)),
         sa.Column("text", sa.Text, nullable=False),
         sa.Column("start_ms", sa.Integer, nullable=False),
         sa.Column("end_ms", sa.Integer, nullable=False),
