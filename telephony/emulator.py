@@ -189,7 +189,7 @@ class TwilioCaller:
         result = CallResult(call_sid=self.call_sid, stream_sid=self.stream_sid,
                             twiml=response.text)
         async with self.connect(stream_url) as ws:
-            session = _StreamSession(ws, self, result)
+            session = StreamSession(ws, self, result)
             await session.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
             await session.send(self.start_message(custom))
             session.begin()
@@ -219,7 +219,7 @@ class TwilioCaller:
         return result
 
 
-class _StreamSession:
+class StreamSession:
     """The live websocket: paced media out, agent audio in, marks and clears."""
 
     def __init__(self, ws, caller: TwilioCaller, result: CallResult):

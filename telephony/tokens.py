@@ -35,7 +35,8 @@ def _unb64(text: str) -> bytes:
 
 
 def issue(key: bytes, call_sid: str, ttl_s: float) -> tuple[str, StreamToken]:
-    token = StreamToken(call_sid=call_sid, nonce=secrets.token_hex(16), expires=time.time() + ttl_s)
+    expires = round(time.time() + ttl_s, 3)
+    token = StreamToken(call_sid=call_sid, nonce=secrets.token_hex(16), expires=expires)
     body = f"{token.call_sid}|{token.nonce}|{token.expires:.3f}".encode()
     signature = hmac.new(key, body, hashlib.sha256).digest()
     return f"{_b64(body)}.{_b64(signature)}", token
