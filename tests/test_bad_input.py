@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tests.support import caller, speech_8k
 from telephony.emulator import CallResult, StreamSession, TwilioCaller
+from tests.support import caller, speech_8k
 
 pytestmark = pytest.mark.e2e
 

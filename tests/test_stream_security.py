@@ -7,9 +7,9 @@ import time
 import pytest
 import websockets
 
-from tests.support import SECRET_KEY, caller
 from telephony import tokens
 from telephony.emulator import TwilioCaller
+from tests.support import SECRET_KEY, caller
 
 
 async def _open_with(twilio: TwilioCaller, stream_url: str, token: str | None) -> int | None:

@@ -3,8 +3,8 @@
 import httpx
 from twilio.request_validator import RequestValidator
 
-from tests.support import AUTH_TOKEN, caller
 from telephony.emulator import TwilioCaller
+from tests.support import AUTH_TOKEN, caller
 
 
 async def test_signed_webhook_returns_connect_stream(server):
