@@ -94,6 +94,14 @@ class AudioLLMSession(ABC):
     def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         """Stream the agent's answer to one turn, ending with EndOfTurn."""
 
+    async def prepare(self, audio: bytes) -> str | None:
+        """The caller may have finished `audio`: start on it before the turn is confirmed.
+
+        Returns what the caller said when the backend can tell, which helps decide the
+        end of the turn; `respond()` with this same audio then reuses the work.
+        """
+        return None
+
     @abstractmethod
     async def cancel(self) -> None:
         """Stop the turn in progress at once; it yields nothing more (barge-in)."""

@@ -25,6 +25,7 @@ from agent.models import ModelPaths
 from agent.policy import ReplyPolicy
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+LEADING_SILENCE_LEVEL = 500  # int16 amplitude below which Piper's lead-in counts as silence
 
 
 def split_sentences(text: str) -> list[str]:
@@ -78,7 +79,12 @@ class EmbeddedCascade(AudioLLM):
 
     def synthesize(self, text: str) -> tuple[bytes, int]:
         chunks = list(self._voice.synthesize(text))
-        return b"".join(c.audio_int16_bytes for c in chunks), chunks[0].sample_rate
+        audio = np.frombuffer(b"".join(c.audio_int16_bytes for c in chunks), dtype=np.int16)
+        rate = chunks[0].sample_rate
+        # Piper opens each sentence with ~50 ms of silence; the caller should not wait for it.
+        onset = int(np.argmax(np.abs(audio) > LEADING_SILENCE_LEVEL))
+        start = max(0, onset - rate // 100)
+        return audio[start:].tobytes(), rate
 
 
 class CascadeSession(AudioLLMSession):
@@ -86,13 +92,24 @@ class CascadeSession(AudioLLMSession):
         self._backend = backend
         self._policy = policy
         self._cancelled = False
+        self._prepared: tuple[bytes, asyncio.Future[str]] | None = None
+
+    async def prepare(self, audio: bytes) -> str | None:
+        future = asyncio.ensure_future(asyncio.to_thread(self._backend.transcribe, audio))
+        self._prepared = (audio, future)
+        return await asyncio.shield(future)
+
+    async def _transcribe(self, audio: bytes) -> str:
+        if self._prepared and self._prepared[0] is audio:
+            return await asyncio.shield(self._prepared[1])
+        return await asyncio.to_thread(self._backend.transcribe, audio)
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         self._cancelled = False
         if request.audio is None:
             reply = await self._policy.opening()
         else:
-            text = await asyncio.to_thread(self._backend.transcribe, request.audio)
+            text = await self._transcribe(request.audio)
             if self._cancelled:
                 return
             yield CallerText(text=text)

@@ -14,15 +14,13 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
-from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import (
-    TurnAnalyzerUserTurnStopStrategy,
-)
 from pipecat.turns.user_turn_processor import UserTurnProcessor
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from agent.models import ModelPaths
 from agent.slot import AudioLLMSlot
+from agent.turns import TranscriptAwareTurnStopStrategy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,12 +46,7 @@ def build_call_worker(
     user_turns = UserTurnProcessor(
         user_turn_strategies=UserTurnStrategies(
             start=[VADUserTurnStartStrategy()],
-            # Audio goes straight to the slot, so no transcript gates the end of a turn.
-            stop=[
-                TurnAnalyzerUserTurnStopStrategy(
-                    turn_analyzer=turn_analyzer, wait_for_transcript=False
-                )
-            ],
+            stop=[TranscriptAwareTurnStopStrategy(turn_analyzer=turn_analyzer)],
         ),
     )
     pipeline = Pipeline(

@@ -23,14 +23,17 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InterruptionFrame,
     StartFrame,
+    TranscriptionFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.time import time_now_iso8601
 
 from agent.backend import (
     AudioChunk,
@@ -77,6 +80,7 @@ class AudioLLMSlot(FrameProcessor):
         self._pre_roll: deque[bytes] = deque()
         self._pre_roll_bytes = 0
         self._capture: bytearray | None = None
+        self._prepared: bytes | None = None  # the turn's audio as of the last VAD silence
         self._speech_start_ms = 0
         self._speech_end: float | None = None
         self._task: asyncio.Task | None = None
@@ -102,13 +106,20 @@ class AudioLLMSlot(FrameProcessor):
             self._on_audio(frame.audio, frame.sample_rate)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speech_end = time.monotonic() - frame.stop_secs
+            if self._capture is not None:
+                self._prepared = bytes(self._capture)
+                self.create_task(self._prepare(self._prepared), "audio-llm-prepare")
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._prepared = None  # speech resumed: that audio is not the whole turn
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._capture = bytearray(b"".join(self._pre_roll))
             self._speech_start_ms = self._ms(time.monotonic() - PRE_ROLL_S)
             self._speech_end = None
         elif isinstance(frame, UserStoppedSpeakingFrame):
             if self._capture is not None:
-                audio, self._capture = bytes(self._capture), None
+                # Silence since the VAD stopped adds nothing; reuse the prepared work.
+                audio = self._prepared or bytes(self._capture)
+                self._capture = self._prepared = None
                 self._start_turn(audio)
         elif isinstance(frame, InterruptionFrame):
             await self._stop_turn(interrupted=True)
@@ -125,6 +136,18 @@ class AudioLLMSlot(FrameProcessor):
             self._pre_roll_bytes -= len(self._pre_roll.popleft())
         if self._capture is not None:
             self._capture.extend(audio)
+
+    async def _prepare(self, audio: bytes) -> None:
+        """Start on a turn that may be over; its transcript helps decide that it is."""
+        try:
+            text = await self._session.prepare(audio)
+        except Exception:
+            logger.exception(f"{self}: preparing the turn failed")
+            return
+        if text and self._prepared is audio:
+            frame = TranscriptionFrame(text=text, user_id="", timestamp=time_now_iso8601(),
+                                       finalized=True)
+            await self.push_frame(frame, FrameDirection.UPSTREAM)
 
     def _start_turn(self, audio: bytes | None) -> None:
         if self._task and not self._task.done():

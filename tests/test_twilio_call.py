@@ -5,7 +5,7 @@ import pytest
 from tests.support import ACCOUNT_SID, caller, speech_8k, transcribe_8k, wer
 
 SCRIPT = [
-    "Hello I would like to make a reservation for tomorrow evening.",
+    "Hello I would like to reserve a table for tomorrow evening.",
     "My name is Alice.",
     "No thanks goodbye.",
 ]
