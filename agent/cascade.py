@@ -37,8 +37,15 @@ class EmbeddedCascade(AudioLLM):
     name = "embedded"
     capabilities = Capabilities(caller_text=True, truncation=True)
 
-    def __init__(self, *, models: ModelPaths, policy_factory: Callable[[], ReplyPolicy]):
+    def __init__(
+        self,
+        *,
+        models: ModelPaths,
+        policy_factory: Callable[[], ReplyPolicy],
+        beam_size: int = 5,
+    ):
         self._models = models
+        self._beam_size = beam_size
         self._policy_factory = policy_factory
         self._whisper = None
         self._voice = None
@@ -72,7 +79,7 @@ class EmbeddedCascade(AudioLLM):
     def transcribe(self, audio16k: bytes) -> str:
         samples = np.frombuffer(audio16k, dtype=np.int16).astype(np.float32) / 32768.0
         segments, _ = self._whisper.transcribe(
-            samples, language="en", beam_size=1, without_timestamps=True,
+            samples, language="en", beam_size=self._beam_size, without_timestamps=True,
             condition_on_previous_text=False,
         )
         return " ".join(s.text.strip() for s in segments).strip()

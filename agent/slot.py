@@ -47,7 +47,7 @@ from agent.backend import (
 )
 from agent.frames import AgentTurnFrame, CallerTurnFrame, PlaybackMarkedFrame, PlaybackMarkFrame
 
-PRE_ROLL_S = 0.5  # audio kept from before VAD fired, so first syllables are not lost
+PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
 
 

@@ -30,7 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         piper_voice=settings.piper_voice_path,
         smart_turn=settings.smart_turn_model_path,
     )
-    backend = EmbeddedCascade(models=paths, policy_factory=Receptionist)
+    backend = EmbeddedCascade(
+        models=paths, policy_factory=Receptionist, beam_size=settings.whisper_beam_size
+    )
     runner = CallRunner(
         backend=backend,
         models=paths,

@@ -25,7 +25,7 @@ SECRET_KEY = "test-signing-key-" + "7" * 16
 PG_ADMIN_URL = os.environ.get("CALLWRIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def speech_8k(text: str, *, voice: str = "en-us", speed: int = 140, pad_s: float = 0.3) -> bytes:
+def speech_8k(text: str, *, voice: str = "en-us", speed: int = 150, pad_s: float = 0.3) -> bytes:
     """Caller speech from espeak-ng (not the agent's Piper voice), 8 kHz int16 mono."""
     wav = subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
