@@ -112,8 +112,13 @@ def check_offer(sdp: str) -> None:
         raise OfferError(400, "the SDP offer has no audio m-line: a call needs a microphone")
     if kinds[0] != "audio":
         raise OfferError(400, "the first m-line of the SDP offer must be audio")
-    if description.media[0].direction not in (None, "sendrecv", "sendonly"):
+    audio = description.media[0]
+    if audio.direction not in (None, "sendrecv", "sendonly"):
         raise OfferError(400, "the offer's audio m-line does not send: no microphone track")
+    if not (audio.ice and audio.ice.usernameFragment and audio.ice.password):
+        raise OfferError(400, "the SDP offer has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
+    if not (audio.dtls and audio.dtls.fingerprints):
+        raise OfferError(400, "the SDP offer has no DTLS fingerprint (a=fingerprint)")
 
 
 class RateLimiter:

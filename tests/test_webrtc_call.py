@@ -1,6 +1,5 @@
 """A whole call from an aiortc peer (a browser without the browser) against the real server."""
 
-import httpx
 import pytest
 
 from telephony.ice import add_loopback_candidate
@@ -61,5 +60,5 @@ async def test_webrtc_call_end_to_end(server):
     latencies = [e["ms"] for e in events if e["event"] == "latency"]
     assert len(latencies) == len(SCRIPT) and all(ms > 0 for ms in latencies)
 
-    health = httpx.get(f"{server.url}/healthz").json()
+    health = (await server.api("/healthz")).json()
     assert health["webrtc_sessions"] == 0
