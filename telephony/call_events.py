@@ -34,6 +34,7 @@ class CallEventsObserver(BaseObserver):
         self._send = send
         self._speech_end: float | None = None  # wall clock, as VAD frames carry it
         self._state = ""
+        self._caller_speaking = False
         self.last_activity = time.monotonic()
 
     def _emit(self, event: str, **fields) -> None:
@@ -44,6 +45,12 @@ class CallEventsObserver(BaseObserver):
             self._state = state
             self._emit("state", state=state)
 
+    def _set_caller_speaking(self, active: bool) -> None:
+        # The VAD's frames travel both ways, so each change is seen twice.
+        if active != self._caller_speaking:
+            self._caller_speaking = active
+            self._emit("caller-speech", active=active)
+
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
         if isinstance(
@@ -53,10 +60,10 @@ class CallEventsObserver(BaseObserver):
             self.last_activity = time.monotonic()
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._speech_end = None
-            self._emit("caller-speech", active=True)
+            self._set_caller_speaking(True)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speech_end = frame.timestamp - frame.stop_secs
-            self._emit("caller-speech", active=False)
+            self._set_caller_speaking(False)
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._set_state("listening")
         elif isinstance(frame, UserStoppedSpeakingFrame):

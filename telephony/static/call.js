@@ -39,7 +39,8 @@ function line(kind, text) {
 
 function agentLine() {
   if (!call.agentLine) {
-    call.agentLine = line("agent pending", "speaking…");
+    call.agentLine = line("agent", "speaking…");
+    call.agentLine.classList.add("pending");
   }
   return call.agentLine;
 }
