@@ -18,7 +18,7 @@ def create_router() -> APIRouter:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "call.html", media_type="text/html")
 
-    @router.get("/static/{name}", include_in_schema=False)
+    @router.get("/call/static/{name}", include_in_schema=False)
     async def asset(name: str) -> FileResponse:
         if name not in ASSETS:
             raise HTTPException(404, "no such asset")

@@ -49,12 +49,9 @@ async def test_webrtc_call_end_to_end(server):
 
     # The page's events came over the data channel: turns, states and latencies.
     events = [e for e in result.events if e.get("type") == "callwright"]
-    turn_events = [e for e in events if e["event"] == "turn"]
-    assert [(e["speaker"], e["text"]) for e in turn_events] == [
-        (t["speaker"], t["text"]) for t in turns[:-1]
-    ] or [(e["speaker"], e["text"]) for e in turn_events] == [
-        (t["speaker"], t["text"]) for t in turns
-    ]
+    shown = [(e["speaker"], e["text"]) for e in events if e["event"] == "turn"]
+    stored = [(t["speaker"], t["text"]) for t in turns]
+    assert shown in (stored, stored[:-1])  # the goodbye may race the agent's hang-up
     states = [e["state"] for e in events if e["event"] == "state"]
     assert {"listening", "thinking", "speaking"} <= set(states)
     latencies = [e["ms"] for e in events if e["event"] == "latency"]
