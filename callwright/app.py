@@ -88,7 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     app.include_router(api.create_router(store=store))
-    app.state.webrtc_calls = webrtc_calls
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
 
