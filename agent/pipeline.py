@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
@@ -37,6 +39,7 @@ def build_call_worker(
     recorder: FrameProcessor,
     out_sample_rate: int,
     turn_taking: TurnTakingSettings = TurnTakingSettings(),
+    observers: Sequence[BaseObserver] = (),
 ) -> PipelineWorker:
     vad = SileroVADAnalyzer(params=VADParams(stop_secs=turn_taking.vad_stop_secs))
     turn_analyzer = LocalSmartTurnAnalyzerV3(
@@ -66,4 +69,5 @@ def build_call_worker(
         ),
         enable_rtvi=False,
         idle_timeout_secs=None,
+        observers=list(observers),
     )

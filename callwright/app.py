@@ -17,7 +17,7 @@ from callwright.settings import Settings
 from memory.db import create_engine, migrate
 from memory.store import CallStore
 from memory.writer import TurnWriter
-from telephony import twilio
+from telephony import call_page, ice, twilio, webrtc
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +42,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
     )
 
+    webrtc_config = webrtc.WebRTCConfig(
+        ice_servers=[server.as_dict() for server in settings.webrtc_ice_servers],
+        max_sessions=settings.webrtc_max_sessions,
+        offers_per_minute=settings.webrtc_offers_per_minute,
+        connect_timeout_s=settings.webrtc_connect_timeout_s,
+        idle_timeout_s=settings.webrtc_idle_timeout_s,
+        max_offer_bytes=settings.webrtc_max_offer_bytes,
+        flows_dir=settings.flows_dir,
+    )
+    if settings.webrtc_loopback_candidates:
+        ice.add_loopback_candidate()
+    webrtc_calls = webrtc.WebRTCCalls(config=webrtc_config, store=store, handler=runner)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await migrate(engine)
@@ -50,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
+        logger.info(f"Call from a browser:  http://{settings.host}:{settings.port}/")
         yield
+        await webrtc_calls.close()
         await writer.close()
         await backend.close()
         await engine.dispose()
@@ -75,9 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     app.include_router(api.create_router(store=store))
+    app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
+    app.include_router(call_page.create_router())
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
-        return {"status": "ok", "active_calls": runner.active}
+        return {
+            "status": "ok", "active_calls": runner.active, "webrtc_sessions": webrtc_calls.active
+        }
 
     return app

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from loguru import logger
+from pipecat.observers.base_observer import BaseObserver
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
@@ -30,7 +33,14 @@ class CallRunner:
         self._turn_taking = turn_taking
         self.active = 0
 
-    async def run_call(self, *, transport: BaseTransport, call_id: int, sample_rate: int) -> None:
+    async def run_call(
+        self,
+        *,
+        transport: BaseTransport,
+        call_id: int,
+        sample_rate: int,
+        observers: Sequence[BaseObserver] = (),
+    ) -> None:
         session = await self._backend.open_session()
         worker = build_call_worker(
             transport=transport,
@@ -39,6 +49,7 @@ class CallRunner:
             recorder=TurnRecorder(writer=self._writer, call_id=call_id),
             out_sample_rate=sample_rate,
             turn_taking=self._turn_taking,
+            observers=observers,
         )
 
         @transport.event_handler("on_client_disconnected")

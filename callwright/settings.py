@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memory.db import async_url
@@ -14,6 +14,23 @@ from memory.db import async_url
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server, as in the browser's RTCIceServer."""
+
+    urls: list[str] | str
+    username: str | None = None
+    credential: SecretStr | None = None
+
+    def as_dict(self) -> dict:
+        """The form browsers and aiortc take, credential included."""
+        server: dict = {"urls": self.urls}
+        if self.username:
+            server["username"] = self.username
+        if self.credential:
+            server["credential"] = self.credential.get_secret_value()
+        return server
 
 
 class Settings(BaseSettings):
@@ -55,6 +72,33 @@ class Settings(BaseSettings):
         1.2,
         validation_alias=_env("TURN_STOP_SECS"),
         description="Longest silence Smart Turn may wait for an unfinished sentence.",
+    )
+
+    webrtc_ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        validation_alias=_env("WEBRTC_ICE_SERVERS"),
+        description='JSON list, e.g. [{"urls": "stun:stun.example.org:3478"}]; none on a LAN.',
+    )
+    webrtc_loopback_candidates: bool = Field(
+        True,
+        validation_alias=_env("WEBRTC_LOOPBACK_CANDIDATES"),
+        description="Offer 127.0.0.1 as an ICE host candidate (aiortc skips it by default).",
+    )
+    webrtc_max_sessions: int = Field(4, validation_alias=_env("WEBRTC_MAX_SESSIONS"))
+    webrtc_offers_per_minute: int = Field(
+        10, validation_alias=_env("WEBRTC_OFFERS_PER_MINUTE"), description="Per client IP."
+    )
+    webrtc_connect_timeout_s: float = Field(20.0, validation_alias=_env("WEBRTC_CONNECT_TIMEOUT"))
+    webrtc_idle_timeout_s: float = Field(
+        120.0,
+        validation_alias=_env("WEBRTC_IDLE_TIMEOUT"),
+        description="End a browser call when neither side has spoken for this long.",
+    )
+    webrtc_max_offer_bytes: int = Field(32 * 1024, validation_alias=_env("WEBRTC_MAX_OFFER_BYTES"))
+    flows_dir: Path = Field(
+        Path(__file__).resolve().parents[1] / "flows",
+        validation_alias=_env("FLOWS_DIR"),
+        description="Where the call page finds flows to offer (*.yaml).",
     )
 
     @cached_property
