@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from loguru import logger
 
-from admin import api
+from admin import api, site
 from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
+        logger.info(f"Admin site:           {settings.base_url}/admin/")
         yield
         await writer.close()
         await backend.close()
@@ -73,6 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     app.include_router(api.create_router(store=store))
+    app.mount("/admin", site.create_site(
+        engine=engine, data_dir=settings.data_dir,
+        secure_cookies=settings.base_url.startswith("https://"),
+    ))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
