@@ -1,7 +1,5 @@
 """The supervisors' site under /admin: server-rendered pages over calls, callers and users."""
 
-from __future__ import annotations
-
 import csv
 import io
 import json
