@@ -12,9 +12,9 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40
 COLOURS = ("#1d4ed8", "#b45309", "#047857", "#7c3aed")  # all ≥ 4.5:1 on white
 
 
-def _scale_max(values: Sequence[float | None]) -> float:
+def _scale_max(values: Sequence[float | None], *, at_least: float = 1) -> float:
     """A round axis maximum (1, 2 or 5 times a power of ten) at or above every value."""
-    top = max((v for v in values if v is not None), default=0) or 1
+    top = max([at_least, *(v for v in values if v is not None)])
     magnitude = 10 ** math.floor(math.log10(top))
     return float(next(s * magnitude for s in (1, 2, 5, 10) if s * magnitude >= top))
 
@@ -29,7 +29,7 @@ def _frame(title: str, top: float, unit: str, labels: Sequence[str]) -> list[str
                      f'class="grid"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
                      f'{value:g}{escape(unit)}</text>')
-    every = max(1, len(labels) // 8)
+    every = math.ceil(len(labels) / 7)
     for i, label in enumerate(labels):
         if i % every == 0:
             x = LEFT + plot_w * (i + 0.5) / max(len(labels), 1)
@@ -48,7 +48,7 @@ def _svg(title: str, parts: list[str]) -> Markup:
 
 def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *,
               unit: str = "") -> Markup:
-    top = _scale_max(values)
+    top = _scale_max(values, at_least=4)  # counts: whole-number grid lines
     parts = _frame(title, top, unit, labels)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(len(labels), 1)

@@ -278,7 +278,7 @@ async def test_live_page_follows_a_running_call(server, site, page):
         await expect(live.locator(".turn.agent").first).to_contain_text(
             "front desk", ignore_case=True, timeout=60_000)
         await expect(live.locator(".turn.caller").first).to_contain_text(
-            "reservation", timeout=60_000)
+            "tomorrow", timeout=60_000)
         await shot(page, "live")
     finally:
         result = await call
