@@ -201,7 +201,7 @@ class CallQueries:
         return by_turn
 
     async def annotate(self, *, call_id: int, turn_id: int, tag: str, note: str,
-                       author_id: int) -> Annotation | None:
+                       author_id: int | None) -> Annotation | None:
         """Tag a turn of this call; None when the turn is not part of it."""
         async with self._sessions.begin() as session:
             turn = await session.get(Turn, turn_id)
