@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40
+LEFT, RIGHT, TOP, BOTTOM = 76, 16, 16, 40
 COLOURS = ("#1d4ed8", "#b45309", "#047857", "#7c3aed")  # all ≥ 4.5:1 on white
 
 
-def _scale_max(values: Sequence[float | None], *, at_least: float = 1) -> float:
-    """A round axis maximum (1, 2 or 5 times a power of ten) at or above every value."""
-    top = max([at_least, *(v for v in values if v is not None)])
+def _scale_max(values: Sequence[float | None], *, counts: bool = False) -> float:
+    """A round axis maximum at or above every value, split by four grid lines."""
+    top = max([1, *(v for v in values if v is not None)])
+    if counts:  # whole numbers on every grid line
+        return float(4 * math.ceil(top / 4))
     magnitude = 10 ** math.floor(math.log10(top))
     return float(next(s * magnitude for s in (1, 2, 5, 10) if s * magnitude >= top))
 
@@ -48,7 +50,7 @@ def _svg(title: str, parts: list[str]) -> Markup:
 
 def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *,
               unit: str = "") -> Markup:
-    top = _scale_max(values, at_least=4)  # counts: whole-number grid lines
+    top = _scale_max(values, counts=True)
     parts = _frame(title, top, unit, labels)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(len(labels), 1)
