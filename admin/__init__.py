@@ -1,1 +1,1 @@
-"""The supervisors' side: the JSON API now, the admin site later."""
+"""The supervisors' side: the JSON API (`api`) and the admin site under /admin (`site`)."""

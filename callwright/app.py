@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from loguru import logger
 
-from admin import api
+from admin import api, site
 from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
         logger.info(f"Call from a browser:  http://{settings.host}:{settings.port}/")
+        logger.info(f"Admin site:           {settings.base_url}/admin/")
         yield
         await webrtc_calls.close()
         await writer.close()
@@ -92,6 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.create_router(store=store))
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
+    app.mount("/admin", site.create_site(
+        engine=engine, data_dir=settings.data_dir,
+        secure_cookies=settings.base_url.startswith("https://"),
+    ))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+import admin.models  # noqa: F401  (registers the admin tables on memory.models.Base)
 from telephony.rest_standin import TwilioRestStandIn
 from tests.support import (
     ACCOUNT_SID,

@@ -1,0 +1,89 @@
+"""Figures for the dashboard: calls per day, durations, outcomes, voice-to-voice latency."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory.db import sessionmaker
+from memory.models import Call, Turn
+
+
+@dataclass(frozen=True, kw_only=True)
+class Day:
+    day: date
+    calls: int
+    avg_duration_s: float | None
+    latency_p50_ms: float | None
+    latency_p90_ms: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overview:
+    days: list[Day]
+    outcomes: list[tuple[str, int]]
+    calls: int
+    avg_duration_s: float | None
+    latency_p50_ms: float | None
+    latency_p90_ms: float | None
+
+
+def _day(moment: datetime) -> date:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date()
+
+
+def _percentiles(values: list[int]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    p50, p90 = np.percentile(values, [50, 90])
+    return round(float(p50)), round(float(p90))
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
+
+
+async def overview(engine: AsyncEngine, *, days: int, today: date | None = None) -> Overview:
+    """The last `days` days (UTC) up to and including `today`."""
+    today = today or datetime.now(UTC).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, UTC)
+    async with sessionmaker(engine)() as session:
+        calls = (await session.execute(
+            select(Call.created_at, Call.started_at, Call.ended_at, Call.status, Call.end_reason)
+            .where(Call.created_at >= since)
+        )).all()
+        latencies = (await session.execute(
+            select(Call.created_at, Turn.latency_ms).join(Call, Call.id == Turn.call_id)
+            .where(Call.created_at >= since, Turn.latency_ms.is_not(None))
+        )).all()
+    per_day: Counter[date] = Counter()
+    durations: defaultdict[date, list[float]] = defaultdict(list)
+    outcomes: Counter[str] = Counter()
+    for created, started, ended, status, reason in calls:
+        day = _day(created)
+        per_day[day] += 1
+        if started and ended:
+            durations[day].append((ended - started).total_seconds())
+        outcomes[f"{status} · {reason}" if reason else status] += 1
+    latency: defaultdict[date, list[int]] = defaultdict(list)
+    for created, ms in latencies:
+        latency[_day(created)].append(ms)
+    rows = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        p50, p90 = _percentiles(latency[day])
+        rows.append(Day(day=day, calls=per_day[day], avg_duration_s=_mean(durations[day]),
+                        latency_p50_ms=p50, latency_p90_ms=p90))
+    all_latency = [ms for values in latency.values() for ms in values]
+    p50, p90 = _percentiles(all_latency)
+    return Overview(
+        days=rows, outcomes=outcomes.most_common(), calls=sum(per_day.values()),
+        avg_duration_s=_mean([d for values in durations.values() for d in values]),
+        latency_p50_ms=p50, latency_p90_ms=p90,
+    )

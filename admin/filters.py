@@ -1,0 +1,57 @@
+"""Jinja filters for the admin pages: times, durations and search highlights."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from jinja2 import Environment
+from markupsafe import Markup, escape
+
+from admin.calls import search_words
+
+
+def clock(ms: int | None) -> str:
+    """Milliseconds into the call as m:ss.s."""
+    if ms is None:
+        return ""
+    minutes, rest = divmod(max(ms, 0) / 1000, 60)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def highlight(text: str, query: str) -> Markup:
+    """Escape `text` and mark words starting like the searched ones (stems match too)."""
+    words = search_words(query)
+    safe = str(escape(text))
+    if not words:
+        return Markup(safe)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w[:5]) for w in words) + r")\w*", re.I)
+    return Markup(pattern.sub(lambda m: f"<mark>{m.group(0)}</mark>", safe))
+
+
+def unheard(planned: str | None, heard: str) -> str:
+    """What the agent planned but never said, when its reply was cut off."""
+    if not planned:
+        return ""
+    said = heard.strip()
+    return planned[len(said):].strip() if planned.startswith(said) else planned
+
+
+def register(env: Environment) -> None:
+    env.filters.update(clock=clock, when=when, duration=duration, highlight=highlight,
+                       unheard=unheard, urlencode_dict=lambda d: urlencode(d))
