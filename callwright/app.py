@@ -12,6 +12,7 @@ from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
+from callwright.audio_llm import create_audio_llm
 from callwright.calls import CallRunner
 from callwright.settings import Settings
 from memory.db import create_engine, migrate
@@ -30,9 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         piper_voice=settings.piper_voice_path,
         smart_turn=settings.smart_turn_model_path,
     )
-    backend = EmbeddedCascade(models=paths, policy_factory=Receptionist)
+    cascade = EmbeddedCascade(models=paths, policy_factory=Receptionist)
+    backend = create_audio_llm(settings, cascade)
     runner = CallRunner(
         backend=backend,
+        fallback=None if backend is cascade else cascade,
         models=paths,
         writer=writer,
         turn_taking=TurnTakingSettings(
@@ -43,14 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await migrate(engine)
-        await backend.load()
+        await cascade.load()
+        if backend is not cascade:
+            await backend.load()
         writer.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
         yield
         await writer.close()
-        await backend.close()
+        if backend is not cascade:
+            await backend.close()
+        await cascade.close()
         await engine.dispose()
 
     app = FastAPI(title="callwright", lifespan=lifespan)
