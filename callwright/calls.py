@@ -9,9 +9,9 @@ from pipecat.workers.runner import WorkerRunner
 from agent.backend import AudioLLM, AudioLLMSession, BackendBusy
 from agent.cascade import EmbeddedCascade
 from agent.fallback import FallbackSession
-from agent.transcript import TranscribingSession
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
+from agent.transcript import TranscribingSession
 from memory.recorder import TurnRecorder
 from memory.writer import TurnWriter
 

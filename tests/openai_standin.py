@@ -104,8 +104,9 @@ class OpenAIStandIn:
             yield event({"role": "assistant", "content": ""})
             if isinstance(reply, dict):
                 args = json.dumps(reply.get("arguments", {}))
-                yield event({"tool_calls": [{"index": 0, "id": "call_standin1", "type": "function",
-                                             "function": {"name": reply["name"], "arguments": ""}}]})
+                opening = {"index": 0, "id": "call_standin1", "type": "function",
+                           "function": {"name": reply["name"], "arguments": ""}}
+                yield event({"tool_calls": [opening]})
                 for i in range(0, len(args), 8):
                     yield event({"tool_calls": [{"index": 0,
                                                  "function": {"arguments": args[i:i + 8]}}]})

@@ -12,10 +12,9 @@ Audio is base64 int16 mono PCM: 16 kHz in, the backend's own rate out.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 import base64
 import binascii
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter
 
