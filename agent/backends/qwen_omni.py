@@ -222,7 +222,8 @@ class QwenOmniSession(AudioLLMSession):
                 yield TextDelta(text=rest)
             self._history.add(caller_audio=cap_input(request.audio) if request.audio else None,
                               agent_text=decoder.text.strip())
-            for chunk in pcm_chunks(float_to_pcm16(self._thread.result), sample_rate=OUTPUT_SAMPLE_RATE):
+            pcm = float_to_pcm16(self._thread.result)
+            for chunk in pcm_chunks(pcm, sample_rate=OUTPUT_SAMPLE_RATE):
                 if cancel.is_set:
                     return
                 yield AudioChunk(audio=chunk, sample_rate=OUTPUT_SAMPLE_RATE)
