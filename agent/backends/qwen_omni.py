@@ -182,6 +182,8 @@ class QwenOmniBackend(AudioLLM):
                     thinker_max_new_tokens=self.max_text_tokens,
                     talker_max_new_tokens=self.max_speech_codes,
                     talker_eos_token_id=self.talker_eos,
+                    # token2wav fails on an empty code sequence; one DiT block is 12 codes.
+                    talker_min_new_tokens=12,
                     thinker_streamer=TokenStreamer(emit),
                     thinker_stopping_criteria=[cancel], talker_stopping_criteria=[cancel],
                 )
