@@ -136,6 +136,10 @@ def save_tiny(path: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = tiny_config()
     model = Qwen2_5OmniForConditionalGeneration(config)
+    # Random vocoder weights whisper (RMS ~1 in int16); make the noise loud enough to
+    # count as speech for a caller's voice activity detection.
+    with torch.no_grad():
+        model.token2wav.code2wav_bigvgan_model.conv_post.weight.mul_(3000.0)
     model.save_pretrained(path)
     torch.save(speaker_map(config, seed=seed), path / "spk_dict.pt")
     tiny_tokenizer().save_pretrained(path)
