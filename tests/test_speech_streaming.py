@@ -153,7 +153,7 @@ def test_code_window_hop_lookahead_and_reset():
 
 
 def test_text_decoder_waits_for_whole_characters_and_words():
-    pieces = {1: "caf".encode(), 2: b"\xc3", 3: b"\xa9 ok", 4: b" <|im_end|>"}
+    pieces = {1: b"caf", 2: b"\xc3", 3: b"\xa9 ok", 4: b" <|im_end|>"}
     decoder = TextDecoder(lambda ids: b"".join(pieces[i] for i in ids).decode(errors="replace"),
                           ("<|im_end|>",))
     words = WordChunker()

@@ -93,10 +93,18 @@ def tiny_config():
 
 
 def full_size_config():
-    """Qwen2.5-Omni-7B's layer sizes (the library defaults), with a small vision tower."""
+    """Qwen2.5-Omni-7B's layer sizes (the library defaults) with the tiny tokenizer's ids."""
     from transformers import Qwen2_5OmniConfig
 
-    return Qwen2_5OmniConfig(enable_audio_output=True)
+    config = Qwen2_5OmniConfig(enable_audio_output=True)
+    tiny = tiny_config()
+    for part in ("thinker_config", "talker_config"):
+        for key, value in getattr(tiny, part).to_dict().items():
+            if key.endswith(("token_index", "token_id")) and key.startswith(
+                ("audio", "image", "video", "vision", "user", "tts_text")
+            ):
+                setattr(getattr(config, part), key, value)
+    return config
 
 
 def speaker_map(config, *, seed: int = 0) -> dict:
