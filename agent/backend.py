@@ -25,7 +25,10 @@ class CallerText:
 
 @dataclass(frozen=True, kw_only=True)
 class TextDelta:
-    """Agent text; it covers the audio chunks that follow it."""
+    """Agent text in whole words; it covers the audio chunks that follow it.
+
+    Consumers join deltas with spaces, so a delta never ends inside a word.
+    """
 
     text: str
 
@@ -47,9 +50,14 @@ class ToolCall:
 
 @dataclass(frozen=True, kw_only=True)
 class EndOfTurn:
-    """The agent's turn is complete; `end_call` asks to hang up once it has been heard."""
+    """The agent's turn is complete; `end_call` asks to hang up once it has been heard.
+
+    `error` says the backend failed this turn (e.g. its model worker died): whatever
+    was streamed before stands, and the caller should hear an apology, not silence.
+    """
 
     end_call: bool = False
+    error: str | None = None
 
 
 Event = CallerText | TextDelta | AudioChunk | ToolCall | EndOfTurn

@@ -12,6 +12,7 @@ from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
+from callwright.audio_llm import create_audio_llm
 from callwright.calls import CallRunner
 from callwright.settings import Settings
 from memory.db import create_engine, migrate
@@ -30,11 +31,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         piper_voice=settings.piper_voice_path,
         smart_turn=settings.smart_turn_model_path,
     )
-    backend = EmbeddedCascade(
+    cascade = EmbeddedCascade(
         models=paths, policy_factory=Receptionist, beam_size=settings.whisper_beam_size
     )
+    backend = create_audio_llm(settings, cascade)
     runner = CallRunner(
         backend=backend,
+        fallback=None if backend is cascade else cascade,
         models=paths,
         writer=writer,
         turn_taking=TurnTakingSettings(
@@ -58,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await migrate(engine)
-        await backend.load()
+        await cascade.load()
+        if backend is not cascade:
+            await backend.load()
         writer.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
@@ -68,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await webrtc_calls.close()
         await writer.close()
-        await backend.close()
+        if backend is not cascade:
+            await backend.close()
+        await cascade.close()
         await engine.dispose()
 
     app = FastAPI(title="callwright", lifespan=lifespan)

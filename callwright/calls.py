@@ -9,9 +9,12 @@ from pipecat.observers.base_observer import BaseObserver
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
-from agent.backend import AudioLLM
+from agent.backend import AudioLLM, AudioLLMSession, BackendBusy
+from agent.cascade import EmbeddedCascade
+from agent.fallback import FallbackSession
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
+from agent.transcript import TranscribingSession
 from memory.recorder import TurnRecorder
 from memory.writer import TurnWriter
 
@@ -26,11 +29,13 @@ class CallRunner:
         models: ModelPaths,
         writer: TurnWriter,
         turn_taking: TurnTakingSettings,
+        fallback: EmbeddedCascade | None = None,
     ):
         self._backend = backend
         self._models = models
         self._writer = writer
         self._turn_taking = turn_taking
+        self._fallback = fallback  # answers when the backend is busy or fails mid-call
         self.active = 0
 
     async def run_call(
@@ -41,7 +46,7 @@ class CallRunner:
         sample_rate: int,
         observers: Sequence[BaseObserver] = (),
     ) -> None:
-        session = await self._backend.open_session()
+        session = await self._open_session(call_id)
         worker = build_call_worker(
             transport=transport,
             session=session,
@@ -64,3 +69,16 @@ class CallRunner:
             await runner.run()
         finally:
             self.active -= 1
+
+    async def _open_session(self, call_id: int) -> AudioLLMSession:
+        if self._fallback is None:
+            return await self._backend.open_session()
+        try:
+            primary = await self._backend.open_session()
+            if not self._backend.capabilities.caller_text:
+                primary = TranscribingSession(inner=primary, transcribe=self._fallback.transcribe)
+        except BackendBusy as exc:
+            logger.warning(f"call {call_id}: {self._backend.name} busy, using the fallback: {exc}")
+            primary = None
+        return FallbackSession(primary=primary, fallback=self._fallback,
+                               speak=self._fallback.synthesize)

@@ -145,6 +145,43 @@ async def _print_turns(url: str, call_sid: str, token: str | None, once: bool = 
             await asyncio.sleep(0.5)
 
 
+@app.command("model-server")
+def model_server(
+    backend: str = typer.Option(..., help="qwen-omni | funaudiochat | embedded"),
+    port: int = typer.Option(8765, help="Port for ws://HOST:PORT/session and /health."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    model_path: Path = typer.Option(None, envvar="MODEL_PATH",
+                                    help="Local checkpoint directory (nothing is downloaded)."),
+    device: str = typer.Option("cpu", envvar="MODEL_DEVICE", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto, bfloat16, float16, float32."),
+    max_sessions: int = typer.Option(1, help="Conversations at a time on this model."),
+    max_text_tokens: int = typer.Option(256, help="Text tokens per turn at most."),
+    max_speech_codes: int = typer.Option(2048, help="Speech codes per turn at most."),
+    fac_source_dir: Path = typer.Option(None, envvar="FAC_SOURCE_DIR",
+                                        help="Fun-Audio-Chat source checkout."),
+    fac_cosyvoice_dir: Path = typer.Option(None, envvar="FAC_COSYVOICE_DIR",
+                                           help="Fun-CosyVoice3-0.5B directory."),
+    fac_speaker_path: Path = typer.Option(None, envvar="FAC_SPEAKER_PATH",
+                                          help="Speaker x-vector (.pt) for Fun-Audio-Chat."),
+    log_level: str = typer.Option("INFO", envvar="LOG_LEVEL"),
+) -> None:
+    """Run a model worker that hosts one audio-LLM backend (see README, "Audio LLM backends")."""
+    from agent.workers.hosted import WorkerOptions, create_backend, run_worker
+    from callwright import logs
+
+    logs.configure(log_level)
+    options = WorkerOptions(
+        model_path=model_path, device=device, dtype=dtype, max_text_tokens=max_text_tokens,
+        max_speech_codes=max_speech_codes, fac_source_dir=fac_source_dir,
+        fac_cosyvoice_dir=fac_cosyvoice_dir, fac_speaker_path=fac_speaker_path,
+    )
+    try:
+        hosted = create_backend(backend, options)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    asyncio.run(run_worker(hosted, host=host, port=port, max_sessions=max_sessions))
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,6 +101,29 @@ class Settings(BaseSettings):
         validation_alias=_env("FLOWS_DIR"),
         description="Where the call page finds flows to offer (*.yaml).",
     )
+
+    # The audio LLM in the slot (README, "Audio LLM backends").
+    audio_llm_backend: Literal["embedded", "workers", "openai"] = Field(
+        "embedded", validation_alias=_env("AUDIO_LLM_BACKEND"),
+        description="embedded: the CPU cascade in-process; workers: model workers over "
+        "websockets; openai: an OpenAI-compatible server (text out) plus Piper.",
+    )
+    audio_llm_workers: str = Field(
+        "", validation_alias=_env("AUDIO_LLM_WORKERS"),
+        description="Comma-separated model worker URLs, e.g. ws://gpu1:8765,ws://gpu2:8765.",
+    )
+    audio_llm_openai_url: str = Field(
+        "", validation_alias=_env("AUDIO_LLM_OPENAI_URL"),
+        description="Base URL of an OpenAI-compatible API, e.g. http://gpu1:8000/v1 (vLLM).",
+    )
+    audio_llm_openai_model: str = Field("", validation_alias=_env("AUDIO_LLM_OPENAI_MODEL"))
+    audio_llm_openai_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("AUDIO_LLM_OPENAI_API_KEY")
+    )
+
+    @cached_property
+    def audio_llm_worker_urls(self) -> list[str]:
+        return [url.strip() for url in self.audio_llm_workers.split(",") if url.strip()]
 
     @cached_property
     def base_url(self) -> str:

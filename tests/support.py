@@ -196,3 +196,64 @@ async def drop_pg_database(url: str) -> None:
 
 def have(binary: str) -> bool:
     return shutil.which(binary) is not None
+
+
+@dataclass
+class ModelWorkerProcess:
+    """A `callwright model-server` subprocess on a free port."""
+
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def health(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).json()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_model_worker(tmp: Path, *args: str) -> ModelWorkerProcess:
+    """`callwright model-server ARGS` on a free port, once its /health answers."""
+    port = free_port()
+    log_path = tmp / f"worker-{port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callwright", "model-server", "--port", str(port), *args],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+    )
+    worker = ModelWorkerProcess(process=process, port=port, log_path=log_path)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"model worker exited:\n{worker.log()[-3000:]}")
+        try:
+            if worker.health()["status"] == "ok":
+                return worker
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    worker.stop()
+    raise RuntimeError(f"model worker did not start:\n{worker.log()[-3000:]}")
+
+
+def tiny_omni_worker(tmp: Path, model_dir: Path) -> ModelWorkerProcess:
+    """The tiny random Qwen2.5-Omni in a worker; bounded, since random weights never stop."""
+    return start_model_worker(tmp, "--backend", "qwen-omni", "--model-path", str(model_dir),
+                              "--max-text-tokens", "12", "--max-speech-codes", "40")
+
+
+def speech_16k(text: str) -> bytes:
+    pcm = np.frombuffer(speech_8k(text), dtype=np.int16)
+    return soxr.resample(pcm, 8000, 16000).astype(np.int16).tobytes()

@@ -1,0 +1,1 @@
+"""Audio-LLM backends beyond the embedded cascade, one module each, and their shared parts."""

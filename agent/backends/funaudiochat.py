@@ -1,0 +1,236 @@
+"""Fun-Audio-Chat-8B as an audio LLM, hosted by a model worker in its own environment.
+
+Its code needs transformers >=4.52.3,<4.54 (README, "Audio LLM backends"), so it runs
+as `callwright model-server --backend funaudiochat` in a separate venv. Everything
+model-agnostic (streaming, code windowing, cancel, caps, history) lives in
+`speech_turn`, `vocoder`, `streaming` and `turns`, tested with fakes; this module is the
+thin part that only runs where the `funaudiochat` package imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from loguru import logger
+
+from agent.backend import (
+    AudioLLM,
+    AudioLLMSession,
+    BackendBusy,
+    Capabilities,
+    EndOfTurn,
+    Event,
+    TurnRequest,
+)
+from agent.backends.speech_turn import SpeechTurnResult, stream_speech_turn
+from agent.backends.streaming import (
+    CancelCriterion,
+    GenerationThread,
+    TokenStreamer,
+    pcm16_to_float,
+)
+from agent.backends.turns import BoundedHistory, cap_input, tools_prompt
+from agent.backends.vocoder import CodeWindow
+
+SAMPLE_RATE = 24_000
+HISTORY_TURNS = 8  # as the reference demo; every past caller clip is re-encoded each turn
+# The speech-and-text ("S2M") system prompt the model was trained with.
+S2M_PROMPT = (
+    "You are asked to generate both text and speech tokens at the same time. "
+    "You are a helpful voice assistant on a phone call; keep answers short and spoken."
+)
+OPENING_PROMPT = "The caller has just connected. Greet them briefly."
+MARKERS = ("<|audio_bos|>", "<|audio_eos|>", "<|sil|>", "<|im_end|>", "<|endoftext|>")
+
+
+def import_error() -> str | None:
+    """Why the Fun-Audio-Chat package cannot be used here, or None when it can."""
+    try:
+        import funaudiochat.register  # noqa: F401
+    except Exception as exc:  # ImportError, or a transformers version it rejects
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunAudioChatPaths:
+    source_dir: Path  # checkout of github.com/FunAudioLLM/Fun-Audio-Chat (has funaudiochat/)
+    model_dir: Path  # Fun-Audio-Chat-8B
+    cosyvoice_dir: Path  # Fun-CosyVoice3-0.5B-2512
+    speaker_path: Path  # a 192-d CAM++ x-vector saved with torch.save
+
+    @classmethod
+    def checked(cls, **paths: Path | None) -> FunAudioChatPaths:
+        missing = [f"{k} ({p})" for k, p in paths.items() if p is None or not Path(p).exists()]
+        if missing:
+            raise FileNotFoundError("Fun-Audio-Chat needs these local paths: " + ", ".join(missing))
+        return cls(**{k: Path(p) for k, p in paths.items()})
+
+
+class CosyVoiceVocoder:
+    """CosyVoice3's token2wav (flow matching + HiFT) behind the `Vocoder` interface."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, *, model_dir: Path, speaker_path: Path, device: str):
+        import torch
+        from cosyvoice.cli.cosyvoice import CosyVoice3
+
+        self._torch = torch
+        self._model = CosyVoice3(str(model_dir), load_jit=False, load_trt=False, fp16=False).model
+        self._speaker = torch.load(speaker_path, weights_only=True).to(device).reshape(1, -1)
+        self._device = device
+        self._uuid = ""
+        self.reset()
+
+    def reset(self) -> None:
+        self._model.hift_cache_dict.pop(self._uuid, None)
+        self._uuid = uuid.uuid4().hex  # a per-utterance key for HiFT's cache
+        self._model.hift_cache_dict[self._uuid] = None
+
+    def push(self, codes: list[int], offset: int, finalize: bool) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            speech = self._model.token2wav(
+                token=torch.tensor([codes], dtype=torch.int32, device=self._device),
+                prompt_token=torch.zeros(1, 0, dtype=torch.int32, device=self._device),
+                prompt_feat=torch.zeros(1, 0, 80, device=self._device),
+                embedding=self._speaker, token_offset=offset, uuid=self._uuid,
+                stream=not finalize, finalize=finalize,
+            )
+        return speech.float().cpu().numpy().reshape(-1)
+
+
+class FunAudioChatBackend(AudioLLM):
+    name = "funaudiochat"
+    # Tool calls are only validated by its authors in speech-to-text mode: experimental.
+    capabilities = Capabilities(live_instructions=True, truncation=True, tools=True)
+
+    def __init__(self, *, paths: FunAudioChatPaths, device: str = "cuda:0",
+                 max_text_tokens: int = 256):
+        self.paths = paths
+        self.device = device
+        self.max_text_tokens = max_text_tokens
+        self.model = self.processor = self.vocoder = None
+        self._session: FunAudioChatSession | None = None
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        import torch
+
+        started = time.perf_counter()
+        sys.path.insert(0, str(self.paths.source_dir))
+        if why := import_error():
+            raise RuntimeError(f"cannot import funaudiochat from {self.paths.source_dir}: {why}")
+        from funaudiochat.register import register_funaudiochat
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoProcessor
+
+        register_funaudiochat()
+        path = self.paths.model_dir
+        logger.info(f"Loading Fun-Audio-Chat from {path} on {self.device}")
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(
+            path, config=config, torch_dtype=torch.bfloat16, local_files_only=True,
+        ).to(self.device).eval()
+        self.speech_bos = config.audio_config.bos_token_id
+        self.speech_eos = config.audio_config.eos_token_id
+        logger.info(f"Loading CosyVoice3 from {self.paths.cosyvoice_dir}")
+        self.vocoder = CosyVoiceVocoder(model_dir=self.paths.cosyvoice_dir,
+                                        speaker_path=self.paths.speaker_path, device=self.device)
+        logger.info(f"Fun-Audio-Chat ready in {time.perf_counter() - started:.1f}s")
+
+    async def open_session(self) -> AudioLLMSession:
+        if self.model is None:
+            raise RuntimeError("FunAudioChatBackend.load() was not awaited")
+        if self._session is not None:  # per-call state lives on the model: one at a time
+            raise BackendBusy("this Fun-Audio-Chat instance serves one conversation at a time")
+        self._session = FunAudioChatSession(backend=self)
+        return self._session
+
+    def release(self, session: FunAudioChatSession) -> None:
+        if self._session is session:
+            self._session = None
+
+    def build_inputs(self, request: TurnRequest, history: BoundedHistory) -> dict:
+        clip = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+        system = S2M_PROMPT + (f"\n\n{request.instructions}" if request.instructions else "")
+        conversation = [{"role": "system", "content": system + tools_prompt(request.tools)}]
+        audios = []
+        for past in history:
+            if past.caller_audio:
+                audios.append(pcm16_to_float(past.caller_audio))
+            conversation += [
+                {"role": "user", "content": clip if past.caller_audio else OPENING_PROMPT},
+                {"role": "assistant", "content": past.agent_text},
+            ]
+        if request.audio:
+            audios.append(pcm16_to_float(cap_input(request.audio)))
+        conversation.append({"role": "user", "content": clip if request.audio else OPENING_PROMPT})
+        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True,
+                                                  tokenize=False)
+        inputs = self.processor(text=text, audio=audios or None, return_tensors="pt")
+        return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+
+    def generate(self, inputs: dict, streamer, cancel: CancelCriterion) -> object:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.generate(
+                **inputs, max_new_tokens=self.max_text_tokens, streamer=streamer,
+                stopping_criteria=[cancel], eos_token_id=self.processor.tokenizer.eos_token_id,
+            )
+
+
+class FunAudioChatSession(AudioLLMSession):
+    def __init__(self, *, backend: FunAudioChatBackend):
+        self._backend = backend
+        self._history = BoundedHistory(max_turns=HISTORY_TURNS)
+        self._cancel: CancelCriterion | None = None
+        self._thread: GenerationThread | None = None
+        self._cancelled = False
+
+    async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        backend = self._backend
+        self._cancelled = False
+        inputs = await asyncio.to_thread(backend.build_inputs, request, self._history)
+        cancel = self._cancel = CancelCriterion()
+        self._thread = GenerationThread(
+            lambda emit: backend.generate(inputs, TokenStreamer(emit), cancel)
+        )
+        result = SpeechTurnResult()
+        tokenizer = backend.processor.tokenizer
+        async for event in stream_speech_turn(
+            thread=self._thread, cancel=cancel, decode=lambda ids: tokenizer.decode(ids),
+            markers=MARKERS, speech_bos=backend.speech_bos, speech_eos=backend.speech_eos,
+            window=CodeWindow(backend.vocoder), sample_rate=SAMPLE_RATE, result=result,
+        ):
+            yield event
+        if self._cancelled:
+            return
+        self._history.add(caller_audio=cap_input(request.audio) if request.audio else None,
+                          agent_text=result.text)
+        yield EndOfTurn()
+
+    async def cancel(self) -> None:
+        self._cancelled = True
+        if self._cancel is not None:
+            self._cancel.set()
+        if self._thread is not None:
+            await self._thread.join()  # generate() stops after the step in progress
+
+    async def truncate(self, heard_text: str) -> None:
+        self._history.truncate_last(heard_text)
+
+    async def close(self) -> None:
+        await self.cancel()
+        self._backend.release(self)

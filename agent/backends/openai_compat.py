@@ -1,0 +1,215 @@
+"""An OpenAI-compatible chat server that hears audio and answers in text, spoken by Piper.
+
+This is how to scale past one GPU box: for example vLLM serving Fun-Audio-Chat's
+speech-in → text-out path (`vllm serve <model>`) behind a load balancer. Each turn
+posts the caller's audio as an `input_audio` content part to `/chat/completions`
+with `stream=True`; text deltas are spoken sentence by sentence as they arrive, and
+streamed `tool_calls` are reassembled into `ToolCall`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import re
+import wave
+from collections.abc import AsyncIterator, Callable
+
+from loguru import logger
+
+from agent.backend import (
+    INPUT_SAMPLE_RATE,
+    AudioChunk,
+    AudioLLM,
+    AudioLLMSession,
+    Capabilities,
+    EndOfTurn,
+    Event,
+    TextDelta,
+    ToolCall,
+    TurnRequest,
+)
+from agent.backends.turns import BoundedHistory, cap_input
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly phone assistant. Answer in one to three short spoken sentences, "
+    "with no lists or markup."
+)
+OPENING_PROMPT = "The caller has just connected. Greet them briefly."
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+
+
+def wav_base64(pcm16k: bytes) -> str:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(INPUT_SAMPLE_RATE)
+        w.writeframes(pcm16k)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def openai_tools(tools: tuple[dict, ...]) -> list[dict]:
+    """Accept both bare function schemas and OpenAI's {"type": "function", ...} wrapping."""
+    return [t if t.get("type") == "function" else {"type": "function", "function": t}
+            for t in tools]
+
+
+class SentenceBuffer:
+    """Collects streamed text and releases complete sentences, to speak them early."""
+
+    def __init__(self) -> None:
+        self._text = ""
+
+    def push(self, text: str) -> list[str]:
+        self._text += text
+        sentences = []
+        while match := _SENTENCE_END.search(self._text):
+            sentence, self._text = self._text[: match.end()], self._text[match.end():]
+            if sentence.strip():
+                sentences.append(" ".join(sentence.split()))
+        return sentences
+
+    def flush(self) -> list[str]:
+        rest, self._text = " ".join(self._text.split()), ""
+        return [rest] if rest else []
+
+
+class OpenAICompatibleBackend(AudioLLM):
+    name = "openai"
+    capabilities = Capabilities(live_instructions=True, tools=True, truncation=True)
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        speak: Callable[[str], tuple[bytes, int]],
+        api_key: str | None = None,
+        max_tokens: int = 256,
+        timeout_s: float = 30.0,
+        history_turns: int = 4,
+    ):
+        if not base_url or not model:
+            raise ValueError("the openai backend needs AUDIO_LLM_OPENAI_URL and "
+                             "AUDIO_LLM_OPENAI_MODEL")
+        from openai import AsyncOpenAI
+
+        # Local servers (vLLM) usually need no key, but the client insists on one.
+        self.client = AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
+                                  timeout=timeout_s, max_retries=0)
+        self.model = model
+        self.speak = speak  # blocking TTS: text -> (int16 pcm, sample rate)
+        self.max_tokens = max_tokens
+        self.history_turns = history_turns
+
+    async def load(self) -> None:
+        try:
+            served = [m.id async for m in self.client.models.list()]
+        except Exception as exc:
+            logger.warning(f"OpenAI-compatible server {self.client.base_url} is not answering "
+                           f"({type(exc).__name__}); calls fall back until it is")
+            return
+        if self.model not in served:
+            logger.warning(f"{self.client.base_url} does not list model {self.model!r} "
+                           f"(it serves {served})")
+        logger.info(f"OpenAI-compatible backend: {self.model} at {self.client.base_url}")
+
+    async def open_session(self) -> AudioLLMSession:
+        return OpenAISession(backend=self)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class OpenAISession(AudioLLMSession):
+    def __init__(self, *, backend: OpenAICompatibleBackend):
+        self._backend = backend
+        self._history = BoundedHistory(max_turns=backend.history_turns)
+        self._stream = None
+        self._cancelled = False
+
+    def _messages(self, request: TurnRequest, audio: bytes | None) -> list[dict]:
+        def user(clip: bytes | None) -> dict:
+            if clip is None:
+                return {"role": "user", "content": OPENING_PROMPT}
+            part = {"type": "input_audio", "input_audio": {"data": wav_base64(clip),
+                                                           "format": "wav"}}
+            return {"role": "user", "content": [part]}
+
+        messages = [{"role": "system", "content": request.instructions or DEFAULT_INSTRUCTIONS}]
+        for past in self._history:
+            messages += [user(past.caller_audio),
+                         {"role": "assistant", "content": past.agent_text}]
+        return messages + [user(audio)]
+
+    async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        backend = self._backend
+        self._cancelled = False
+        audio = cap_input(request.audio) if request.audio else None
+        extra = {"tools": openai_tools(request.tools)} if request.tools else {}
+        sentences = SentenceBuffer()
+        spoken: list[str] = []
+        calls: dict[int, dict] = {}
+        try:
+            self._stream = await backend.client.chat.completions.create(
+                model=backend.model, messages=self._messages(request, audio), stream=True,
+                max_tokens=backend.max_tokens, **extra,
+            )
+            async for chunk in self._stream:
+                if self._cancelled:
+                    return
+                delta = chunk.choices[0].delta if chunk.choices else None
+                if delta is None:
+                    continue
+                for call in delta.tool_calls or ():
+                    entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
+                    entry["id"] = call.id or entry["id"]
+                    if call.function:
+                        entry["name"] += call.function.name or ""
+                        entry["args"] += call.function.arguments or ""
+                for sentence in sentences.push(delta.content or ""):
+                    async for event in self._say(sentence, spoken):
+                        yield event
+            for sentence in sentences.flush():
+                async for event in self._say(sentence, spoken):
+                    yield event
+        except Exception as exc:
+            if self._cancelled:
+                return
+            logger.error(f"OpenAI-compatible server failed the turn: {type(exc).__name__}: {exc}")
+            yield EndOfTurn(error=f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            self._stream = None
+        if self._cancelled:
+            return
+        for call in calls.values():
+            yield _tool_call(call)
+        self._history.add(caller_audio=audio, agent_text=" ".join(spoken))
+        yield EndOfTurn()
+
+    async def _say(self, sentence: str, spoken: list[str]) -> AsyncIterator[Event]:
+        spoken.append(sentence)
+        yield TextDelta(text=sentence)
+        audio, rate = await asyncio.to_thread(self._backend.speak, sentence)
+        if not self._cancelled:
+            yield AudioChunk(audio=audio, sample_rate=rate)
+
+    async def cancel(self) -> None:
+        self._cancelled = True
+        if self._stream is not None:
+            await self._stream.close()  # drops the HTTP stream: the server stops generating
+
+    async def truncate(self, heard_text: str) -> None:
+        self._history.truncate_last(heard_text)
+
+
+def _tool_call(call: dict) -> ToolCall:
+    try:
+        arguments = json.loads(call["args"] or "{}")
+    except json.JSONDecodeError:
+        arguments = {"raw": call["args"]}
+    return ToolCall(call_id=call["id"] or "call_0", name=call["name"], arguments=arguments)

@@ -1,0 +1,210 @@
+"""The model-worker protocol: JSON messages over one websocket per conversation.
+
+A worker hosts one backend. `GET /health` answers a `Health` document; a websocket
+on `/session` is one conversation, and is refused with HTTP 503 (or closed with
+code 1013, "try again later") when the worker has no free slot. On a session the
+worker first sends `Ready`; then the client sends `Turn`s one at a time and the
+worker streams that turn's events back, each tagged with its `turn_id`, ending with
+`TurnEnd`. `Cancel` stops the turn within one decoding step; the worker answers
+`Cancelled` once generation has stopped, and sends nothing more for that turn.
+Audio is base64 int16 mono PCM: 16 kHz in, the backend's own rate out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter
+
+from agent import backend as contract
+
+PROTOCOL_VERSION = 1
+SESSION_PATH = "/session"
+HEALTH_PATH = "/health"
+CLOSE_BUSY = 1013  # RFC 6455 "try again later"
+MAX_MESSAGE_BYTES = 16 << 20  # 30 s of 16 kHz audio plus history, base64
+
+
+def _from_base64(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"audio is not valid base64: {exc}") from exc
+    return value
+
+
+# Raw bytes in Python, base64 text on the wire.
+Audio = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str,
+                    when_used="json"),
+]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CapabilitiesModel(_Message):
+    audio_output: bool = True
+    live_instructions: bool = False
+    tools: bool = False
+    truncation: bool = False
+    caller_text: bool = False
+
+    @classmethod
+    def of(cls, caps: contract.Capabilities) -> CapabilitiesModel:
+        return cls(**caps.__dict__)
+
+    def to_contract(self) -> contract.Capabilities:
+        return contract.Capabilities(**self.model_dump())
+
+
+class Health(_Message):
+    status: Literal["ok", "loading"]
+    backend: str
+    protocol: int = PROTOCOL_VERSION
+    busy: bool
+    sessions: int
+    max_sessions: int
+    capabilities: CapabilitiesModel
+
+
+# Client to worker.
+
+class HistoryTurn(_Message):
+    role: Literal["caller", "agent"]
+    text: str
+
+
+class Turn(_Message):
+    type: Literal["turn"] = "turn"
+    turn_id: int
+    audio: Audio | None = None  # 16 kHz int16; None when the agent opens the call
+    history: list[HistoryTurn] = []
+    instructions: str = ""
+    tools: list[dict] = []
+
+    @classmethod
+    def of(cls, turn_id: int, request: contract.TurnRequest) -> Turn:
+        return cls(
+            turn_id=turn_id, audio=request.audio, instructions=request.instructions,
+            history=[HistoryTurn(role=t.role, text=t.text) for t in request.history],
+            tools=list(request.tools),
+        )
+
+    def to_request(self) -> contract.TurnRequest:
+        return contract.TurnRequest(
+            audio=self.audio, instructions=self.instructions, tools=tuple(self.tools),
+            history=tuple(contract.ContextTurn(role=t.role, text=t.text) for t in self.history),
+        )
+
+
+class Cancel(_Message):
+    type: Literal["cancel"] = "cancel"
+    turn_id: int
+
+
+class Truncate(_Message):
+    type: Literal["truncate"] = "truncate"
+    heard_text: str
+
+
+ClientMessage = Annotated[Turn | Cancel | Truncate, Field(discriminator="type")]
+client_message = TypeAdapter(ClientMessage)
+
+
+# Worker to client.
+
+class Ready(_Message):
+    type: Literal["ready"] = "ready"
+    backend: str
+    protocol: int = PROTOCOL_VERSION
+    capabilities: CapabilitiesModel
+
+
+class CallerTextMessage(_Message):
+    type: Literal["caller_text"] = "caller_text"
+    turn_id: int
+    text: str
+
+
+class TextDeltaMessage(_Message):
+    type: Literal["text_delta"] = "text_delta"
+    turn_id: int
+    text: str
+
+
+class AudioChunkMessage(_Message):
+    type: Literal["audio_chunk"] = "audio_chunk"
+    turn_id: int
+    audio: Audio
+    sample_rate: int = Field(gt=0)
+
+
+class ToolCallMessage(_Message):
+    type: Literal["tool_call"] = "tool_call"
+    turn_id: int
+    call_id: str
+    name: str
+    arguments: dict
+
+
+class TurnEnd(_Message):
+    type: Literal["turn_end"] = "turn_end"
+    turn_id: int
+    end_call: bool = False
+    error: str | None = None  # the backend failed this turn; the client should apologise
+
+
+class Cancelled(_Message):
+    type: Literal["cancelled"] = "cancelled"
+    turn_id: int
+
+
+class ProtocolError(_Message):
+    type: Literal["error"] = "error"
+    message: str
+
+
+WorkerMessage = Annotated[
+    Ready | CallerTextMessage | TextDeltaMessage | AudioChunkMessage | ToolCallMessage
+    | TurnEnd | Cancelled | ProtocolError,
+    Field(discriminator="type"),
+]
+worker_message = TypeAdapter(WorkerMessage)
+
+
+def encode_event(turn_id: int, event: contract.Event) -> _Message:
+    match event:
+        case contract.CallerText(text=text):
+            return CallerTextMessage(turn_id=turn_id, text=text)
+        case contract.TextDelta(text=text):
+            return TextDeltaMessage(turn_id=turn_id, text=text)
+        case contract.AudioChunk(audio=audio, sample_rate=rate):
+            return AudioChunkMessage(turn_id=turn_id, audio=audio, sample_rate=rate)
+        case contract.ToolCall(call_id=call_id, name=name, arguments=arguments):
+            return ToolCallMessage(turn_id=turn_id, call_id=call_id, name=name,
+                                   arguments=arguments)
+        case contract.EndOfTurn(end_call=end_call, error=error):
+            return TurnEnd(turn_id=turn_id, end_call=end_call, error=error)
+    raise TypeError(f"not a backend event: {event!r}")
+
+
+def decode_event(message: _Message) -> contract.Event:
+    match message:
+        case CallerTextMessage(text=text):
+            return contract.CallerText(text=text)
+        case TextDeltaMessage(text=text):
+            return contract.TextDelta(text=text)
+        case AudioChunkMessage(audio=audio, sample_rate=rate):
+            return contract.AudioChunk(audio=audio, sample_rate=rate)
+        case ToolCallMessage(call_id=call_id, name=name, arguments=arguments):
+            return contract.ToolCall(call_id=call_id, name=name, arguments=arguments)
+        case TurnEnd(end_call=end_call, error=error):
+            return contract.EndOfTurn(end_call=end_call, error=error)
+    raise TypeError(f"not an event message: {message!r}")

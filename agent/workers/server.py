@@ -1,0 +1,156 @@
+"""A model worker: hosts one backend and serves its sessions over the worker protocol.
+
+Started by `callwright model-server --backend NAME --port N`. Any `AudioLLM` can be
+hosted; a model instance serves `max_sessions` conversations (one for the speech
+models, whose per-call state lives on the model), and further sessions are refused
+so the caller's server falls back instead of queueing behind a running call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from http import HTTPStatus
+
+from loguru import logger
+from pydantic import ValidationError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from agent.backend import AudioLLM, AudioLLMSession, BackendBusy, EndOfTurn
+from agent.workers import protocol as p
+
+
+class ModelWorker:
+    def __init__(self, *, backend: AudioLLM, max_sessions: int = 1):
+        self._backend = backend
+        self._max_sessions = max_sessions
+        self._sessions = 0
+        self._loaded = False
+
+    def health(self) -> p.Health:
+        return p.Health(
+            status="ok" if self._loaded else "loading", backend=self._backend.name,
+            busy=self._sessions >= self._max_sessions, sessions=self._sessions,
+            max_sessions=self._max_sessions,
+            capabilities=p.CapabilitiesModel.of(self._backend.capabilities),
+        )
+
+    async def serve(self, *, host: str, port: int) -> Server:
+        """Load the backend, then listen; returns the running server."""
+        await self._backend.load()
+        self._loaded = True
+        server = await serve(
+            self._handle, host, port, process_request=self._process_request,
+            max_size=p.MAX_MESSAGE_BYTES, ping_interval=10, ping_timeout=20,
+        )
+        logger.info(f"Model worker '{self._backend.name}' listening on ws://{host}:{port}"
+                    f"{p.SESSION_PATH} ({self._max_sessions} session(s) at a time)")
+        return server
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path == p.HEALTH_PATH:
+            response = connection.respond(HTTPStatus.OK, self.health().model_dump_json())
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if request.path != p.SESSION_PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if self._sessions >= self._max_sessions:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        if self._sessions >= self._max_sessions:  # lost a race with another client
+            await connection.close(p.CLOSE_BUSY, "busy")
+            return
+        self._sessions += 1
+        try:
+            session = await self._backend.open_session()
+        except BackendBusy as exc:
+            self._sessions -= 1
+            await connection.close(p.CLOSE_BUSY, str(exc)[:120])
+            return
+        peer = connection.remote_address
+        logger.info(f"session opened for {peer}")
+        try:
+            await _SessionServer(connection=connection, session=session,
+                                 backend=self._backend).run()
+        finally:
+            self._sessions -= 1
+            await session.close()
+            logger.info(f"session closed for {peer}")
+
+
+class _SessionServer:
+    """One conversation: runs turns one at a time and streams their events back."""
+
+    def __init__(self, *, connection: ServerConnection, session: AudioLLMSession,
+                 backend: AudioLLM):
+        self._ws = connection
+        self._session = session
+        self._backend = backend
+        self._turn: asyncio.Task | None = None
+        self._turn_id: int | None = None
+
+    async def _send(self, message: p._Message) -> None:
+        await self._ws.send(message.model_dump_json())
+
+    async def run(self) -> None:
+        caps = p.CapabilitiesModel.of(self._backend.capabilities)
+        await self._send(p.Ready(backend=self._backend.name, capabilities=caps))
+        try:
+            async for raw in self._ws:
+                try:
+                    message = p.client_message.validate_json(raw)
+                except ValidationError as exc:
+                    await self._send(p.ProtocolError(message=f"bad message: {exc}"[:2000]))
+                    continue
+                if isinstance(message, p.Turn):
+                    await self._start(message)
+                elif isinstance(message, p.Cancel):
+                    await self._cancel(message.turn_id)
+                else:
+                    await self._session.truncate(message.heard_text)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._turn_id is not None:
+                await self._cancel(self._turn_id, reply=False)
+
+    async def _start(self, turn: p.Turn) -> None:
+        if self._turn is not None and not self._turn.done():
+            await self._send(p.ProtocolError(
+                message=f"turn {turn.turn_id} sent while turn {self._turn_id} is running"))
+            return
+        self._turn_id = turn.turn_id
+        self._turn = asyncio.create_task(self._run_turn(turn))
+
+    async def _run_turn(self, turn: p.Turn) -> None:
+        try:
+            async for event in self._session.respond(turn.to_request()):
+                await self._send(p.encode_event(turn.turn_id, event))
+                if isinstance(event, EndOfTurn):
+                    return
+            await self._send(p.TurnEnd(turn_id=turn.turn_id))
+        except ConnectionClosed:
+            raise
+        except Exception as exc:
+            logger.exception(f"turn {turn.turn_id} failed")
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(p.TurnEnd(turn_id=turn.turn_id, error=f"{type(exc).__name__}: "
+                                           f"{exc}"[:500]))
+        finally:
+            self._turn_id = None
+
+    async def _cancel(self, turn_id: int, *, reply: bool = True) -> None:
+        task = self._turn
+        if task is not None and not task.done() and turn_id == self._turn_id:
+            await self._session.cancel()  # returns once generation has stopped
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await task
+        if reply:
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(p.Cancelled(turn_id=turn_id))
+
