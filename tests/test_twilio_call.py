@@ -6,7 +6,7 @@ from tests.support import ACCOUNT_SID, caller, speech_8k, transcribe_8k, wer
 
 SCRIPT = [
     "I would like to make a booking for tomorrow evening.",
-    "My name is John Smith.",
+    "My name is Peter.",
     "No thanks goodbye.",
 ]
 
@@ -36,7 +36,7 @@ async def test_call_end_to_end(server, rest_standin):
     assert wer(" ".join(SCRIPT), caller_text) <= 0.2, caller_text
     agent_turns = [t for t in turns if t["speaker"] == "agent"]
     assert "name" in agent_turns[1]["text"].lower(), turns  # the booking branch asked for it
-    assert "John" in agent_turns[2]["text"]
+    assert "Peter" in agent_turns[2]["text"]
     # What was stored as said is what the caller's side actually heard.
     assert wer(" ".join(t["text"] for t in agent_turns), " ".join(heard)) <= 0.35
     assert all(not t["interrupted"] for t in agent_turns)
