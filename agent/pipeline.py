@@ -39,6 +39,7 @@ def build_call_worker(
     recorder: FrameProcessor,
     out_sample_rate: int,
     turn_taking: TurnTakingSettings = TurnTakingSettings(),
+    instructions: str = "",
 ) -> PipelineWorker:
     vad = SileroVADAnalyzer(params=VADParams(stop_secs=turn_taking.vad_stop_secs))
     turn_analyzer = LocalSmartTurnAnalyzerV3(
@@ -61,7 +62,7 @@ def build_call_worker(
             transport.input(),
             VADProcessor(vad_analyzer=vad),
             user_turns,
-            AudioLLMSlot(session=session),
+            AudioLLMSlot(session=session, instructions=instructions),
             recorder,
             transport.output(),
         ]

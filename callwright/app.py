@@ -15,6 +15,7 @@ from agent.policy import Receptionist
 from callwright.calls import CallRunner
 from callwright.settings import Settings
 from memory.db import create_engine, migrate
+from memory.lifecycle import CallMemory
 from memory.store import CallStore
 from memory.writer import TurnWriter
 from telephony import twilio
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_engine(settings.sqlalchemy_url)
     store = CallStore(engine)
     writer = TurnWriter(store)
+    memory = CallMemory(engine=engine, turns=writer, settings=settings.memory)
     paths = models.resolve(
         whisper_dir=settings.whisper_model_dir,
         piper_voice=settings.piper_voice_path,
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         turn_taking=TurnTakingSettings(
             vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
         ),
+        memory=memory,
     )
 
     @asynccontextmanager
@@ -45,10 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await migrate(engine)
         await backend.load()
         writer.start()
+        await memory.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
         yield
+        await memory.close()
         await writer.close()
         await backend.close()
         await engine.dispose()
@@ -72,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             handler=runner,
         )
     )
-    app.include_router(api.create_router(store=store))
+    app.include_router(api.create_router(store=store, callers=memory.callers))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

@@ -7,8 +7,10 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from agent.backend import AudioLLM
+from agent.context import CallContext, set_call_context
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
+from memory.lifecycle import CallMemory
 from memory.recorder import TurnRecorder
 from memory.writer import TurnWriter
 
@@ -23,22 +25,29 @@ class CallRunner:
         models: ModelPaths,
         writer: TurnWriter,
         turn_taking: TurnTakingSettings,
+        memory: CallMemory | None = None,
     ):
         self._backend = backend
         self._models = models
         self._writer = writer
         self._turn_taking = turn_taking
+        self._memory = memory
         self.active = 0
 
     async def run_call(self, *, transport: BaseTransport, call_id: int, sample_rate: int) -> None:
+        # Before the greeting: who is calling and what we remember of them.
+        context = await self._memory.begin_call(call_id) if self._memory else CallContext()
+        set_call_context(context)  # read by the backend's reply policy or flow
+        redactor = self._memory.redactor if self._memory else None
         session = await self._backend.open_session()
         worker = build_call_worker(
             transport=transport,
             session=session,
             models=self._models,
-            recorder=TurnRecorder(writer=self._writer, call_id=call_id),
+            recorder=TurnRecorder(writer=self._writer, call_id=call_id, redactor=redactor),
             out_sample_rate=sample_rate,
             turn_taking=self._turn_taking,
+            instructions=context.instructions,
         )
 
         @transport.event_handler("on_client_disconnected")
@@ -53,3 +62,5 @@ class CallRunner:
             await runner.run()
         finally:
             self.active -= 1
+            if self._memory:
+                self._memory.end_call(call_id)
