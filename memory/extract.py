@@ -14,8 +14,8 @@ from typing import Any
 
 _PROMISE = re.compile(r"\b(?:we|i)(?:'ll| will| shall)\b[^.!?]*[.!?]?", re.IGNORECASE)
 _SMALL_TALK = re.compile(
-    r"^(?:hi|hello|hey|good (?:morning|afternoon|evening)|yes|no|ok(?:ay)?|thanks?"
-    r"|thank you|bye|goodbye)\b[\s,.!]*$", re.IGNORECASE,
+    r"^(?:(?:hi|hello|hey|good (?:morning|afternoon|evening)|yes|no|ok(?:ay)?|thanks?"
+    r"|thank you|bye|goodbye|that's all)\b[\s,.!]*)+$", re.IGNORECASE,
 )
 _QUOTE_CHARS = 160
 

@@ -68,6 +68,7 @@ def test_deterministic_extractor():
         SpokenTurn(speaker="caller", text="I would like a table for tomorrow evening."),
         SpokenTurn(speaker="agent", text="Noted, and we will text you a confirmation. Bye?"),
         SpokenTurn(speaker="caller", text="No thanks, goodbye."),
+        SpokenTurn(speaker="caller", text="Okay. Thank you, bye!"),
     ]
     extraction = DeterministicExtractor().extract(
         turns=turns, slots={"name": "Alice", "party_size": 4, "notes": ""}
