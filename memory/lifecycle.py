@@ -44,9 +44,13 @@ class CallMemory:
         await self.recall.goal_vector(self.settings.recall_goal)
         self.writer.start()
 
-    async def close(self, timeout: float = 15.0) -> None:
+    async def settle(self, timeout: float = 15.0) -> None:
+        """Wait for the end-of-call work of calls that have ended."""
         if self._ending:
-            await asyncio.wait(self._ending, timeout=timeout)
+            await asyncio.wait(set(self._ending), timeout=timeout)
+
+    async def close(self) -> None:
+        await self.settle()
         await self.writer.close()
 
     async def begin_call(self, call_id: int, *, goal: str | None = None) -> CallContext:

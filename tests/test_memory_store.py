@@ -100,7 +100,7 @@ async def test_second_call_sees_first_calls_summary(db, parts):
                            .values(slots={"day": "Friday", "name": "Bob"}))
     context.remember(kind="fact", text="Day: Friday", value={"day": "Friday"})  # flow said so
     memory.end_call(first)
-    await memory.close()  # waits for the end-of-call work
+    await memory.settle()
 
     second = await _new_call(calls, "415-555-0101", "CA3")
     context = await memory.begin_call(second)
@@ -191,7 +191,7 @@ async def test_erasure_leaves_no_row_mentioning_the_caller(db, parts, tmp_path):
                     recording_path=f"recordings/{call_id}.wav"))
             memory.end_call(call_id)
             ids.setdefault(number, []).append(call_id)
-    await memory.close()
+    await memory.settle()
     async with db.connect() as conn:
         zelda = (await conn.execute(
             select(Caller.id).where(Caller.number == "+14155550177"))).scalar_one()
@@ -245,13 +245,12 @@ async def test_prune_by_expiry_and_retention(db, parts):
 
 
 async def test_remember_stores_redacted_text_when_asked(db):
+    from memory.callers import CallerStore
     from memory.memories import MemoryStore
     from memory.redact import Redactor
 
-    calls = CallStore(db)
-    call_id = await _new_call(calls, "+14155550122", "CA-redact")
-    memory = CallMemory(engine=db, turns=TurnWriter(calls), settings=MemorySettings())
-    caller_id, _ = await memory.callers.recognise(call_id)
+    call_id = await _new_call(CallStore(db), "+14155550122", "CA-redact")
+    caller_id, _ = await CallerStore(db).recognise(call_id)
     store = MemoryStore(db, redactor=Redactor())
     memory_id = await store.remember(
         caller_id=caller_id, kind="fact",
