@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
+from memory.callers import CallerStore
 from memory.store import CallStore
 
 
@@ -45,7 +46,33 @@ class CallDetail(CallOut):
     turns: list[TurnOut]
 
 
-def create_router(*, store: CallStore) -> APIRouter:
+class MemoryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    text: str
+    value: dict | None
+    source_call_id: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    confidence: float
+
+
+class CallerOut(BaseModel):
+    """A caller's profile and everything remembered about them."""
+
+    number: str
+    name: str | None
+    language: str | None
+    first_seen: datetime
+    last_seen: datetime
+    call_ids: list[int]
+    last_summary: str | None
+    memories: list[MemoryOut]
+
+
+def create_router(*, store: CallStore, callers: CallerStore | None = None) -> APIRouter:
     bearer = HTTPBearer(auto_error=False)
 
     async def authorised(
@@ -74,5 +101,21 @@ def create_router(*, store: CallStore) -> APIRouter:
         if call is None:
             raise HTTPException(status_code=404, detail="no such call")
         return call
+
+    if callers is not None:
+
+        @router.get("/callers/{number}", response_model=CallerOut)
+        async def get_caller(number: str):
+            """A caller by phone number, in any format (URL-encode the `+` as %2B)."""
+            profile = await callers.profile(number)
+            if profile is None:
+                raise HTTPException(status_code=404, detail="no such caller")
+            caller = profile.caller
+            return CallerOut(
+                number=caller.number, name=caller.name, language=caller.language,
+                first_seen=caller.first_seen, last_seen=caller.last_seen,
+                call_ids=profile.call_ids, last_summary=profile.last_summary,
+                memories=[MemoryOut.model_validate(m) for m in profile.memories],
+            )
 
     return router

@@ -21,6 +21,7 @@ from agent.backend import (
     TextDelta,
     TurnRequest,
 )
+from agent.context import call_context
 from agent.models import ModelPaths
 from agent.policy import ReplyPolicy
 
@@ -41,9 +42,10 @@ class EmbeddedCascade(AudioLLM):
         self,
         *,
         models: ModelPaths,
-        policy_factory: Callable[[], ReplyPolicy],
+        policy_factory: Callable[..., ReplyPolicy],
         beam_size: int = 5,
     ):
+        """`policy_factory(context=CallContext)` makes each call's reply policy."""
         self._models = models
         self._beam_size = beam_size
         self._policy_factory = policy_factory
@@ -74,7 +76,8 @@ class EmbeddedCascade(AudioLLM):
     async def open_session(self) -> AudioLLMSession:
         if self._whisper is None:
             raise RuntimeError("EmbeddedCascade.load() was not awaited")
-        return CascadeSession(backend=self, policy=self._policy_factory())
+        # The call runner set this call's context (recalled caller, remember) in our task.
+        return CascadeSession(backend=self, policy=self._policy_factory(context=call_context()))
 
     def transcribe(self, audio16k: bytes) -> str:
         samples = np.frombuffer(audio16k, dtype=np.int16).astype(np.float32) / 32768.0

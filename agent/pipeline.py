@@ -40,6 +40,7 @@ def build_call_worker(
     out_sample_rate: int,
     turn_taking: TurnTakingSettings = TurnTakingSettings(),
     observers: Sequence[BaseObserver] = (),
+    instructions: str = "",
 ) -> PipelineWorker:
     vad = SileroVADAnalyzer(params=VADParams(stop_secs=turn_taking.vad_stop_secs))
     turn_analyzer = LocalSmartTurnAnalyzerV3(
@@ -57,7 +58,7 @@ def build_call_worker(
             transport.input(),
             VADProcessor(vad_analyzer=vad),
             user_turns,
-            AudioLLMSlot(session=session),
+            AudioLLMSlot(session=session, instructions=instructions),
             recorder,
             transport.output(),
         ]

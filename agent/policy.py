@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from agent.context import CallContext
+
 
 @dataclass(frozen=True, kw_only=True)
 class Reply:
@@ -29,13 +31,27 @@ _NOT_NAMES = {"calling", "looking", "trying", "just", "not", "fine", "good", "a"
 
 
 class Receptionist:
-    """A small fixed front-desk conversation; YAML flows replace it."""
+    """A small fixed front-desk conversation; YAML flows replace it.
 
-    def __init__(self, *, business: str = "the callwright front desk"):
+    It greets a caller it remembers by name, and remembers the name and the booking
+    request it takes, through the call's context.
+    """
+
+    def __init__(
+        self, *, business: str = "the callwright front desk", context: CallContext | None = None
+    ):
         self._business = business
+        self._context = context or CallContext()
+        self._name: str | None = self._context.caller.get("name")
+        self._request = ""
         self._awaiting_name = False
 
     async def opening(self) -> Reply:
+        if self._name:
+            return Reply(
+                text=f"Welcome back, {self._name}! You've reached {self._business}. "
+                "How can I help you today?"
+            )
         return Reply(text=f"Hello, you've reached {self._business}. How can I help you today?")
 
     async def reply(self, caller_text: str) -> Reply:
@@ -46,12 +62,16 @@ class Receptionist:
             name = _name(text)
             if name:
                 self._awaiting_name = False
-                return Reply(
-                    text=f"Thank you, {name}. Your booking request is noted, and we will "
-                    "text you a confirmation. Is there anything else?"
+                self._name = name
+                self._context.remember(
+                    kind="fact", text=f"The caller's name is {name}.", value={"name": name}
                 )
+                return self._take_booking()
             return Reply(text="Sorry, I didn't catch the name. Could you say it again?")
         if _BOOKING.search(text):
+            self._request = text
+            if self._name:
+                return self._take_booking()
             self._awaiting_name = True
             return Reply(text="Sure. What name should I put the booking under?")
         if _HOURS.search(text):
@@ -59,6 +79,17 @@ class Receptionist:
         return Reply(
             text="Sorry, I can take a booking or tell you our opening hours. "
             "Which would you like?"
+        )
+
+    def _take_booking(self) -> Reply:
+        self._context.remember(
+            kind="commitment",
+            text=f"Booking request “{self._request}”: we promised to text a confirmation.",
+            value={"request": self._request, "name": self._name},
+        )
+        return Reply(
+            text=f"Thank you, {self._name}. Your booking request is noted, and we will "
+            "text you a confirmation. Is there anything else?"
         )
 
 

@@ -16,6 +16,7 @@ from callwright.audio_llm import create_audio_llm
 from callwright.calls import CallRunner
 from callwright.settings import Settings
 from memory.db import create_engine, migrate
+from memory.lifecycle import CallMemory
 from memory.store import CallStore
 from memory.writer import TurnWriter
 from telephony import call_page, ice, twilio, webrtc
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_engine(settings.sqlalchemy_url)
     store = CallStore(engine)
     writer = TurnWriter(store)
+    memory = CallMemory(engine=engine, turns=writer, settings=settings.memory)
     paths = models.resolve(
         whisper_dir=settings.whisper_model_dir,
         piper_voice=settings.piper_voice_path,
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         turn_taking=TurnTakingSettings(
             vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
         ),
+        memory=memory,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -65,12 +68,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if backend is not cascade:
             await backend.load()
         writer.start()
+        await memory.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
         logger.info(f"Call from a browser:  http://{settings.host}:{settings.port}/")
         logger.info(f"Admin site:           {settings.base_url}/admin/")
         yield
+        await memory.close()
         await webrtc_calls.close()
         await writer.close()
         if backend is not cascade:
@@ -97,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             handler=runner,
         )
     )
-    app.include_router(api.create_router(store=store))
+    app.include_router(api.create_router(store=store, callers=memory.callers))
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
     app.mount("/admin", site.create_site(

@@ -11,10 +11,12 @@ from pipecat.workers.runner import WorkerRunner
 
 from agent.backend import AudioLLM, AudioLLMSession, BackendBusy
 from agent.cascade import EmbeddedCascade
+from agent.context import CallContext, set_call_context
 from agent.fallback import FallbackSession
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
 from agent.transcript import TranscribingSession
+from memory.lifecycle import CallMemory
 from memory.recorder import TurnRecorder
 from memory.writer import TurnWriter
 
@@ -30,12 +32,14 @@ class CallRunner:
         writer: TurnWriter,
         turn_taking: TurnTakingSettings,
         fallback: EmbeddedCascade | None = None,
+        memory: CallMemory | None = None,
     ):
         self._backend = backend
         self._models = models
         self._writer = writer
         self._turn_taking = turn_taking
         self._fallback = fallback  # answers when the backend is busy or fails mid-call
+        self._memory = memory
         self.active = 0
 
     async def run_call(
@@ -46,15 +50,20 @@ class CallRunner:
         sample_rate: int,
         observers: Sequence[BaseObserver] = (),
     ) -> None:
+        # Before the greeting: who is calling and what we remember of them.
+        context = await self._memory.begin_call(call_id) if self._memory else CallContext()
+        set_call_context(context)  # read by the backend's reply policy or flow
+        redactor = self._memory.redactor if self._memory else None
         session = await self._open_session(call_id)
         worker = build_call_worker(
             transport=transport,
             session=session,
             models=self._models,
-            recorder=TurnRecorder(writer=self._writer, call_id=call_id),
+            recorder=TurnRecorder(writer=self._writer, call_id=call_id, redactor=redactor),
             out_sample_rate=sample_rate,
             turn_taking=self._turn_taking,
             observers=observers,
+            instructions=context.instructions,
         )
 
         @transport.event_handler("on_client_disconnected")
@@ -69,6 +78,8 @@ class CallRunner:
             await runner.run()
         finally:
             self.active -= 1
+            if self._memory:
+                self._memory.end_call(call_id)
 
     async def _open_session(self, call_id: int) -> AudioLLMSession:
         if self._fallback is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from admin.cli import users_app
+from callwright.memory_cli import memory_app
 
 app = typer.Typer(help="callwright: phone agents on streaming audio LLMs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -16,6 +17,7 @@ token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(users_app, name="users")
+app.add_typer(memory_app, name="memory")
 
 WS_MAX_BYTES = 1 << 20  # Twilio's messages are small; refuse anything absurd at the socket
 

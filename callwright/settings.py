@@ -11,6 +11,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memory.db import async_url
+from memory.settings import MemorySettings
 
 
 def _env(*names: str) -> AliasChoices:
@@ -74,6 +75,8 @@ class Settings(BaseSettings):
         validation_alias=_env("TURN_STOP_SECS"),
         description="Longest silence Smart Turn may wait for an unfinished sentence.",
     )
+    # Long-term memory: MEMORY_* variables (see README, "Memory").
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     webrtc_ice_servers: list[IceServer] = Field(
         default_factory=list,

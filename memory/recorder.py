@@ -6,17 +6,24 @@ from pipecat.frames.frames import Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from agent.frames import AgentTurnFrame, CallerTurnFrame
+from memory.redact import Redactor
 from memory.store import TurnRecord
 from memory.writer import TurnWriter
 
 
 class TurnRecorder(FrameProcessor):
-    """Consumes turn frames and hands them to the writer; never waits on the database."""
+    """Consumes turn frames and hands them to the writer; never waits on the database.
 
-    def __init__(self, *, writer: TurnWriter, call_id: int, **kwargs):
+    With a redactor, card numbers, phone numbers and emails never reach storage.
+    """
+
+    def __init__(
+        self, *, writer: TurnWriter, call_id: int, redactor: Redactor | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self._writer = writer
         self._call_id = call_id
+        self._redactor = redactor
         self._seq = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -34,5 +41,9 @@ class TurnRecorder(FrameProcessor):
             await self.push_frame(frame, direction)
 
     def _store(self, **fields) -> None:
+        if self._redactor:
+            for name in ("text", "planned_text"):
+                if fields.get(name):
+                    fields[name] = self._redactor.text(fields[name])
         self._seq += 1
         self._writer.write(TurnRecord(call_id=self._call_id, seq=self._seq, **fields))

@@ -1,26 +1,38 @@
-"""Writes turns off the audio path, in order, and holds them while the database is away."""
+"""Writes records off the audio path, in order, and holds them while the database is away."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from loguru import logger
 
 from memory.store import CallStore, TurnRecord
 
+T = TypeVar("T")
 
-class TurnWriter:
-    """A bounded, ordered buffer of turns flushed by one background task.
 
-    `write()` never waits on the database. When a flush fails the turns stay
+class OrderedWriter(Generic[T]):
+    """A bounded, ordered buffer of records flushed in batches by one background task.
+
+    `write()` never waits on the database. When a flush fails the records stay
     buffered and are retried with backoff; past `max_buffered` the oldest are
     dropped with an error log, so a dead database cannot exhaust memory.
     """
 
-    def __init__(self, store: CallStore, *, max_buffered: int = 10_000, retry_s: float = 0.5):
-        self._store = store
-        self._buffer: deque[TurnRecord] = deque()
+    what = "records"
+
+    def __init__(
+        self,
+        sink: Callable[[list[T]], Awaitable[object]],
+        *,
+        max_buffered: int = 10_000,
+        retry_s: float = 0.5,
+    ):
+        self._sink = sink
+        self._buffer: deque[T] = deque()
         self._max = max_buffered
         self._retry_s = retry_s
         self._wake = asyncio.Event()
@@ -29,12 +41,12 @@ class TurnWriter:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="turn-writer")
+        self._task = asyncio.create_task(self._run(), name=f"{self.what}-writer")
 
-    def write(self, record: TurnRecord) -> None:
+    def write(self, record: T) -> None:
         if len(self._buffer) >= self._max:
-            lost = self._buffer.popleft()
-            logger.error(f"call {lost.call_id}: turn buffer full, dropped turn {lost.seq}")
+            self._buffer.popleft()  # logged without its content: it may be personal data
+            logger.error(f"{self.what} buffer full: dropped the oldest")
         self._buffer.append(record)
         self._idle.clear()
         self._wake.set()
@@ -49,7 +61,7 @@ class TurnWriter:
 
     async def close(self, timeout: float = 5.0) -> None:
         if not await self.flush(timeout):
-            logger.error(f"{len(self._buffer)} turns not stored at shutdown")
+            logger.error(f"{len(self._buffer)} {self.what} not stored at shutdown")
         if self._task:
             self._task.cancel()
 
@@ -61,9 +73,9 @@ class TurnWriter:
             while self._buffer:
                 batch = list(self._buffer)
                 try:
-                    await self._store.add_turns(batch)
+                    await self._sink(batch)
                 except Exception as exc:  # the database may be away: keep and retry
-                    logger.warning(f"storing {len(batch)} turns failed ({exc!r}); retrying")
+                    logger.warning(f"storing {len(batch)} {self.what} failed ({exc!r}); retrying")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
@@ -72,3 +84,12 @@ class TurnWriter:
                     if self._buffer and self._buffer[0] is record:
                         self._buffer.popleft()
             self._idle.set()
+
+
+class TurnWriter(OrderedWriter[TurnRecord]):
+    """Stores the turns of every call."""
+
+    what = "turns"
+
+    def __init__(self, store: CallStore, **kwargs):
+        super().__init__(store.add_turns, **kwargs)

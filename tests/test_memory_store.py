@@ -1,0 +1,268 @@
+"""Long-term memory on real databases (SQLite and PostgreSQL): write, recall, extract,
+concurrency, erasure and retention."""
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect, select, text, update
+
+from memory.db import create_engine, migrate
+from memory.erasure import forget
+from memory.lifecycle import CallMemory
+from memory.models import Call, Caller, Memory, Turn, utcnow
+from memory.recall import Recall
+from memory.retention import prune
+from memory.settings import MemorySettings, RetentionDays
+from memory.store import CallStore, TurnRecord
+from memory.writer import TurnWriter
+
+
+@pytest.fixture
+async def db(database_url):
+    engine = create_engine(database_url)
+    await migrate(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def parts(db):
+    """The call store, turn writer and call memory, started as the app starts them."""
+    calls = CallStore(db)
+    turns = TurnWriter(calls)
+    turns.start()
+    memory = CallMemory(
+        engine=db, turns=turns,
+        # The machine is shared and 50 calls start at once: give recall room.
+        settings=MemorySettings(recall_timeout_s=60, _env_file=None),
+    )
+    await memory.start()
+    yield calls, turns, memory
+    await memory.close()
+    await turns.close()
+
+
+async def _new_call(calls: CallStore, number: str | None, sid: str) -> int:
+    return await calls.create_call(call_sid=sid, transport="twilio", from_number=number)
+
+
+async def test_recall_ranks_by_goal_and_keeps_profile(db, parts):
+    calls, turns, memory = parts
+    call_id = await _new_call(calls, "+1 (415) 555-0100", "CA1")
+    context = await memory.begin_call(call_id)
+    assert context.caller["number"] == "+14155550100" and context.caller["name"] is None
+    assert not context.caller["known"]
+    context.remember(kind="fact", text="The caller's name is Alice.", value={"name": "Alice"})
+    context.remember(kind="preference", text="Prefers a window table when dining in.")
+    context.remember(kind="fact", text="Has a golden retriever called Max.")
+    context.remember(kind="commitment", text="We promised to call back about the invoice.")
+    context.remember(kind="nonsense", text="not a kind")  # logged and dropped, call goes on
+    await memory.writer.flush(10)
+    async with db.connect() as conn:
+        caller_id = (await conn.execute(select(Call.caller_id).where(Call.id == call_id))).scalar()
+        name = (await conn.execute(select(Caller.name).where(Caller.id == caller_id))).scalar()
+    assert caller_id is not None and name == "Alice"
+
+    recall = Recall(db, k=2)
+    recalled = await recall.recall("+14155550100", goal="Book a table at the restaurant")
+    assert recalled.name == "Alice" and recalled.known
+    assert recalled.memories[0].text == "Prefers a window table when dining in."
+    assert len(recalled.memories) == 2
+    scores = [m.score for m in recalled.memories]
+    assert scores == sorted(scores, reverse=True)
+    billing = await recall.recall("+14155550100", goal="a question about a bill or payment")
+    assert billing.memories[0].text == "We promised to call back about the invoice."
+    assert await recall.recall("+14155550199", goal="anything") is None
+
+    # Expired memories are not recalled.
+    async with db.begin() as conn:
+        await conn.execute(update(Memory).where(Memory.kind == "commitment")
+                           .values(expires_at=utcnow() - timedelta(seconds=1)))
+    billing = await recall.recall("+14155550100", goal="a question about a bill", k=10)
+    assert "invoice" not in " ".join(m.text for m in billing.memories)
+    assert "Name: Alice" in billing.as_instructions()
+
+
+async def test_second_call_sees_first_calls_summary(db, parts):
+    calls, turns, memory = parts
+    first = await _new_call(calls, "+14155550101", "CA2")
+    context = await memory.begin_call(first)
+    lines = [("agent", "Hello, how can I help?"),
+             ("caller", "I'd like to move my appointment to Friday."),
+             ("agent", "Done. We will send you a reminder on Thursday.")]
+    for seq, (speaker, said) in enumerate(lines, 1):
+        turns.write(TurnRecord(call_id=first, seq=seq, speaker=speaker, text=said,
+                               start_ms=seq * 1000, end_ms=seq * 1000 + 500))
+    async with db.begin() as conn:
+        await conn.execute(update(Call).where(Call.id == first)
+                           .values(slots={"day": "Friday", "name": "Bob"}))
+    context.remember(kind="fact", text="Day: Friday", value={"day": "Friday"})  # flow said so
+    memory.end_call(first)
+    await memory.settle()
+
+    second = await _new_call(calls, "415-555-0101", "CA3")
+    context = await memory.begin_call(second)
+    assert context.caller["name"] == "Bob"  # from the slot, through the extracted fact
+    summary = context.caller["last_summary"]
+    assert summary == (
+        "The caller said “I'd like to move my appointment to Friday.” "
+        "Collected: day Friday, name Bob. Promised: We will send you a reminder on Thursday."
+    )
+    async with db.connect() as conn:
+        kept = (await conn.execute(
+            select(Memory.kind, Memory.text).where(Memory.source_call_id == first)
+            .order_by(Memory.id)
+        )).all()
+    # The fact remembered during the call is not stored twice.
+    assert [tuple(r) for r in kept] == [
+        ("fact", "Day: Friday"), ("fact", "Name: Bob"), ("summary", summary)
+    ]
+    assert "Last call: The caller said" in context.instructions
+
+
+async def test_fifty_concurrent_calls_keep_every_turn_and_memory_in_order(db, parts):
+    calls, turns, memory = parts
+    per_call = 12
+
+    async def one_call(n: int) -> int:
+        call_id = await _new_call(calls, f"+1415555{n:04d}", f"CA-conc-{n}")
+        context = await memory.begin_call(call_id)
+        assert context.caller, f"call {n} was not recognised"
+        for seq in range(1, per_call + 1):
+            turns.write(TurnRecord(call_id=call_id, seq=seq, speaker="caller",
+                                   text=f"call {n} turn {seq}", start_ms=seq, end_ms=seq))
+            context.remember(kind="fact", text=f"call {n} fact {seq}")
+            await asyncio.sleep(random.random() / 50)
+        return call_id
+
+    call_ids = await asyncio.gather(*(one_call(n) for n in range(50)))
+    assert await turns.flush(60) and await memory.writer.flush(60)
+    async with db.connect() as conn:
+        for n, call_id in enumerate(call_ids):
+            stored = (await conn.execute(
+                select(Turn.text).where(Turn.call_id == call_id).order_by(Turn.id)
+            )).scalars().all()
+            assert stored == [f"call {n} turn {s}" for s in range(1, per_call + 1)]
+            facts = (await conn.execute(
+                select(Memory.text).where(Memory.source_call_id == call_id).order_by(Memory.id)
+            )).scalars().all()
+            assert facts == [f"call {n} fact {s}" for s in range(1, per_call + 1)]
+        assert (await conn.execute(select(Caller.id))).all().__len__() == 50
+
+
+async def _rows_mentioning(engine, needles: list[str], caller_id: int) -> list[str]:
+    """Every row of every table (reflected, so tables added later count) that names the caller."""
+    found = []
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        for table in tables:
+            columns = await conn.run_sync(lambda c, t=table: inspect(c).get_columns(t))
+            rows = (await conn.execute(text(f'SELECT * FROM "{table}"'))).mappings().all()
+            for row in rows:
+                for column in columns:
+                    value = row[column["name"]]
+                    if column["name"] == "caller_id" and value == caller_id:
+                        found.append(f"{table}.caller_id")
+                    if isinstance(value, (bytes, bytearray, memoryview)):
+                        continue
+                    if any(n.lower() in str(value).lower() for n in needles):
+                        found.append(f"{table}.{column['name']}: {str(value)[:80]}")
+    return found
+
+
+async def test_erasure_leaves_no_row_mentioning_the_caller(db, parts, tmp_path):
+    calls, turns, memory = parts
+    ids = {}
+    for number, name in (("+14155550177", "Zelda"), ("+14155550188", "Yves")):
+        for i in range(2):
+            call_id = await _new_call(calls, number, f"CA-erase-{len(ids)}-{i}")
+            context = await memory.begin_call(call_id)
+            context.remember(kind="fact", text=f"The caller's name is {name}.",
+                             value={"name": name})
+            turns.write(TurnRecord(call_id=call_id, seq=1, speaker="caller",
+                                   text=f"This is {name} on {number}.", start_ms=0, end_ms=1))
+            recording = tmp_path / "recordings" / f"{call_id}.wav"
+            recording.parent.mkdir(exist_ok=True)
+            recording.write_bytes(b"RIFF")
+            async with db.begin() as conn:
+                await conn.execute(update(Call).where(Call.id == call_id).values(
+                    recording_path=f"recordings/{call_id}.wav"))
+            memory.end_call(call_id)
+            ids.setdefault(number, []).append(call_id)
+    await memory.settle()
+    async with db.connect() as conn:
+        zelda = (await conn.execute(
+            select(Caller.id).where(Caller.number == "+14155550177"))).scalar_one()
+    needles = ["4155550177", "Zelda"]
+    assert await _rows_mentioning(db, needles, zelda)  # the check can see the caller
+
+    # Without --transcripts: memories, profile and summaries go; the calls stay.
+    erased = await forget(db, number="(415) 555-0177", data_dir=tmp_path)
+    assert (erased.callers, erased.memories, erased.calls) == (1, 4, 0)
+    assert erased.summaries == 2
+    left = await _rows_mentioning(db, needles, zelda)
+    # The transcript search index (admin) mirrors turns.text.
+    kept = ("calls.from_number", "turns.text", "turns_fts.text")
+    assert left and all(r.startswith(kept) for r in left), left
+
+    erased = await forget(db, number="+1 415 555 0177", transcripts=True, data_dir=tmp_path)
+    assert (erased.calls, erased.turns, erased.recordings) == (2, 2, 2)
+    assert await _rows_mentioning(db, needles, zelda) == []
+    assert not any((tmp_path / "recordings" / f"{i}.wav").exists() for i in ids["+14155550177"])
+    # The other caller is untouched.
+    assert all((tmp_path / "recordings" / f"{i}.wav").exists() for i in ids["+14155550188"])
+    recalled = await Recall(db).recall("+14155550188", goal="anything")
+    assert recalled.name == "Yves" and recalled.last_summary
+    with pytest.raises(ValueError, match="not a phone number"):
+        await forget(db, number="nobody", data_dir=tmp_path)
+
+
+async def test_prune_by_expiry_and_retention(db, parts):
+    calls, turns, memory = parts
+    call_id = await _new_call(calls, "+14155550111", "CA-prune")
+    caller_id, _ = await memory.callers.recognise(call_id)
+    now = utcnow()
+    store = memory.store
+    ids = {}
+    for kind, label in (("fact", "old fact"), ("fact", "expired fact"), ("summary", "old summary"),
+                        ("summary", "new summary"), ("commitment", "old promise")):
+        ids[label] = await store.remember(caller_id=caller_id, kind=kind, text=label)
+    async with db.begin() as conn:
+        for label in ("old fact", "old summary", "old promise"):
+            await conn.execute(update(Memory).where(Memory.id == ids[label])
+                               .values(created_at=now - timedelta(days=400)))
+        await conn.execute(update(Memory).where(Memory.id == ids["expired fact"])
+                           .values(expires_at=now - timedelta(minutes=1)))
+        await conn.execute(update(Call).where(Call.id == call_id).values(
+            summary="old call", created_at=now - timedelta(days=400)))
+
+    counts = await prune(db, retention=RetentionDays(summary=365, commitment=500))
+    assert counts == {"fact": 1, "preference": 0, "summary": 1, "commitment": 0,
+                      "call summaries": 1}
+    async with db.connect() as conn:
+        left = set((await conn.execute(select(Memory.text))).scalars())
+    assert left == {"old fact", "new summary", "old promise"}
+
+
+async def test_remember_stores_redacted_text_when_asked(db):
+    from memory.callers import CallerStore
+    from memory.memories import MemoryStore
+    from memory.redact import Redactor
+
+    call_id = await _new_call(CallStore(db), "+14155550122", "CA-redact")
+    caller_id, _ = await CallerStore(db).recognise(call_id)
+    store = MemoryStore(db, redactor=Redactor())
+    memory_id = await store.remember(
+        caller_id=caller_id, kind="fact",
+        text="Card four one one one one one one one one one one one one one one one, "
+             "email bob at example dot com",
+        value={"phone": "call 415 555 0123"},
+    )
+    async with db.connect() as conn:
+        row = (await conn.execute(select(Memory).where(Memory.id == memory_id))).one()
+    assert row.text == "Card [card number], email [email]"
+    assert row.value == {"phone": "call [phone number]"}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        await store.remember(caller_id=caller_id, kind="gossip", text="x")
