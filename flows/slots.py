@@ -93,7 +93,7 @@ def parse_yes_no(text: str) -> bool | None:
 
 
 _TIME = re.compile(
-    r"\b(?P<h>[01]?\d|2[0-3])(?:[:.\s](?P<m>[0-5]\d))?\s*"
+    r"\b(?P<h>[01]?\d|2[0-3])(?!\d|st|nd|rd|th)(?:[:.\s](?P<m>[0-5]\d))?\s*"
     r"(?P<ap>a\.?\s?m\.?|p\.?\s?m\.?|o'?clock|in the (?:morning|afternoon|evening)|tonight)?",
     re.I,
 )
@@ -286,7 +286,7 @@ def parse_text(slot: Slot, text: str) -> str | None:
         match = re.search(slot.pattern, cleaned, re.I)
         if not match:
             return None
-        value = match.group(1) if match.groups() else match.group(0)
+        value = next((g for g in match.groups() if g), match.group(0))
         return value.strip().strip(".!?,; ") or None
     return cleaned or None
 
