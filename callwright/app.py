@@ -14,6 +14,7 @@ from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
 from callwright.calls import CallRunner
 from callwright.settings import Settings
+from flows.runtime import FlowRuntime
 from memory.db import create_engine, migrate
 from memory.store import CallStore
 from memory.writer import TurnWriter
@@ -31,6 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         smart_turn=settings.smart_turn_model_path,
     )
     backend = EmbeddedCascade(models=paths, policy_factory=Receptionist)
+    flows = None
+    if settings.default_flow:
+        flows = FlowRuntime(
+            directory=settings.flows_dir, default_flow=settings.default_flow, store=store
+        )
     runner = CallRunner(
         backend=backend,
         models=paths,
@@ -38,12 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         turn_taking=TurnTakingSettings(
             vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
         ),
+        flows=flows,
+        store=store,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await migrate(engine)
         await backend.load()
+        if flows is not None:
+            await flows.load()
         writer.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")

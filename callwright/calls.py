@@ -9,7 +9,9 @@ from pipecat.workers.runner import WorkerRunner
 from agent.backend import AudioLLM
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
+from flows.runtime import FlowRuntime
 from memory.recorder import TurnRecorder
+from memory.store import CallStore
 from memory.writer import TurnWriter
 
 
@@ -23,15 +25,19 @@ class CallRunner:
         models: ModelPaths,
         writer: TurnWriter,
         turn_taking: TurnTakingSettings,
+        flows: FlowRuntime | None = None,
+        store: CallStore | None = None,
     ):
         self._backend = backend
         self._models = models
         self._writer = writer
         self._turn_taking = turn_taking
+        self._flows = flows
+        self._store = store
         self.active = 0
 
     async def run_call(self, *, transport: BaseTransport, call_id: int, sample_rate: int) -> None:
-        session = await self._backend.open_session()
+        session = await self._open_session(call_id)
         worker = build_call_worker(
             transport=transport,
             session=session,
@@ -53,3 +59,12 @@ class CallRunner:
             await runner.run()
         finally:
             self.active -= 1
+
+    async def _open_session(self, call_id: int):
+        if self._flows is None:
+            return await self._backend.open_session()
+        caller = {}
+        if self._store is not None:
+            call = await self._store.get_call(call_id)
+            caller = {"number": call.from_number} if call and call.from_number else {}
+        return await self._flows.open_session(self._backend, call_id=call_id, caller=caller)

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import typer
 
+from flows.cli import app as flows_app
+
 app = typer.Typer(help="callwright: phone agents on streaming audio LLMs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(flows_app, name="flows")
 
 WS_MAX_BYTES = 1 << 20  # Twilio's messages are small; refuse anything absurd at the socket
 
