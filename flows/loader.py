@@ -134,6 +134,11 @@ class _Checker:
                         "one mapping) and that every key ends with ':'")
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             lines = self.text.splitlines()
+            if "expected <block end>" in str(exc.problem) and mark:
+                above = next((n for n in range(line - 1, 0, -1) if lines[n - 1].strip()), None)
+                if above:
+                    hint = (f"; this line's indentation does not match line {above} above it: "
+                            "keys of one mapping start in the same column")
             if line <= len(lines) and "\t" in lines[line - 1][:column]:
                 hint = "; YAML does not allow tabs for indentation: use spaces"
             self.problems.append(
@@ -242,7 +247,8 @@ class _Checker:
             if node.slots and not node.on_filled and not node.functions and not node.conditions:
                 self.problem((*base, "slots"), f"node '{name}' collects slots but has no "
                              "'on_filled' (or functions/conditions) to leave it")
-        self._reachability(spec, edges, global_targets)
+        if not any("unknown node" in p.message for p in self.problems):
+            self._reachability(spec, edges, global_targets)  # else it would only echo them
         return self._handlers(spec)
 
     def _check_slots(self, spec: Flow) -> None:
