@@ -177,7 +177,11 @@ class FlowRun:
         }
 
     def _render(self, text: str) -> str:
-        return templates.render(text, self.context())
+        try:
+            return templates.render(text, self.context())
+        except templates.TemplateError as exc:  # say nothing rather than drop the call
+            logger.warning(f"flow {self.spec.name} node {self.node_name}: {exc}")
+            return ""
 
     def _render_value(self, value):
         if isinstance(value, str):
