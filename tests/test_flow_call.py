@@ -12,7 +12,7 @@ from tests.support import caller, speech_8k, start_server, transcribe_8k
 pytestmark = pytest.mark.e2e
 
 LINES = [  # one answer per question, in words espeak's voice carries through Whisper tiny
-    "Hello, I would like to book a table.",
+    "Yes, please.",
     "Four people.",
     "Tomorrow.",
     "At seven thirty in the evening.",
