@@ -103,6 +103,9 @@ _TIME_WORDS = {"noon": time(12, 0), "midday": time(12, 0), "midnight": time(0, 0
 def parse_time(text: str, *, asked: bool = False) -> str | None:
     """The last time named; `asked`: the question was about a time, so "8" is 8 o'clock."""
     normal = words_to_numbers(text).lower()
+    # ASR writes "7:30" as "730" or "7.30": "at 730", "730 pm" -> "7:30"
+    normal = re.sub(r"\b(at|around|by)\s+(\d{1,2})([0-5]\d)\b", r"\1 \2:\3", normal)
+    normal = re.sub(r"\b(\d{1,2})([0-5]\d)\s*(?=[ap]\.?\s?m\b|in the|tonight)", r"\1:\2 ", normal)
     normal = re.sub(r"\bhalf past (\d{1,2})\b", r"\1:30", normal)
     normal = re.sub(r"\bquarter past (\d{1,2})\b", r"\1:15", normal)
     found: time | None = None
