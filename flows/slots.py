@@ -210,7 +210,7 @@ def _next_day_of_month(today: date, day: int) -> date:
 
 
 _TIME_PHRASE = re.compile(
-    r"\b(?:at|around|by)\s+\d{1,2}(?:[:\s]\d\d)?\b|\b\d{1,2}(?::\d\d)?\s*[ap]\.?m\b|"
+    r"\b(?:at|around|by)\s+\d{1,2}(?:[:.\s]\d\d)?\b|\b\d{1,2}\.\d\d\s*(?=[ap]\.?m|in the)|\b\d{1,2}(?::\d\d)?\s*[ap]\.?m\b|"
     r"\b\d{1,2}:\d\d\b|\b\d{1,2}(?:st|nd|rd|th)\b", re.I,
 )
 
@@ -218,6 +218,9 @@ _TIME_PHRASE = re.compile(
 def parse_number(text: str) -> int | float | None:
     """The first count that is not part of a time or a date ("4 people at 7 30" gives 4)."""
     normal = _TIME_PHRASE.sub(" ", words_to_numbers(text))
+    # Speech recognisers hear "four people" as "for people", "two guests" as "to guests".
+    normal = re.sub(r"\b(for|to|too)\s+(?=(people|persons|guests|adults|of us)\b)",
+                    lambda m: "4 " if m[1].lower() == "for" else "2 ", normal, flags=re.I)
     numbers = re.findall(r"-?\d+(?:\.\d+)?", normal.replace(",", ""))
     if not numbers:
         return None

@@ -49,5 +49,8 @@ def test_numbers_phone_email_yes_no_choice():
     assert slots.parse_yes_no("Yeah, that works") is True
     assert slots.parse_yes_no("No, that's not right") is False
     assert slots.parse_yes_no("Hmm") is None
-    seating = Slot(name="seat", type="choice", choices={"inside": ["indoors"], "patio": ["outside"]})
+    assert slots.parse_number("for people.") == 4  # how Whisper hears "four people"
+    assert slots.parse_number("At 7.30 in the evening, table for 2") == 2
+    seating = Slot(name="seat", type="choice",
+                   choices={"inside": ["indoors"], "patio": ["outside"]})
     assert slots.parse_choice(seating, "Outside please, not indoors... actually outside") == "patio"
