@@ -210,7 +210,8 @@ def _next_day_of_month(today: date, day: int) -> date:
 
 
 _TIME_PHRASE = re.compile(
-    r"\b(?:at|around|by)\s+\d{1,2}(?:[:.\s]\d\d)?\b|\b\d{1,2}\.\d\d\s*(?=[ap]\.?m|in the)|\b\d{1,2}(?::\d\d)?\s*[ap]\.?m\b|"
+    r"\b(?:at|around|by)\s+\d{1,2}(?:[:.\s]\d\d)?\b|"
+    r"\b\d{1,2}\.\d\d\s*(?=[ap]\.?m|in the)|\b\d{1,2}(?::\d\d)?\s*[ap]\.?m\b|"
     r"\b\d{1,2}:\d\d\b|\b\d{1,2}(?:st|nd|rd|th)\b", re.I,
 )
 
