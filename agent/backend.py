@@ -82,13 +82,26 @@ class ContextTurn:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolResult:
+    """What a tool call came to, handed back to the model on the next request."""
+
+    call_id: str
+    name: str
+    result: dict
+
+
+@dataclass(frozen=True, kw_only=True)
 class TurnRequest:
-    """One turn: the caller's audio (None when the agent opens the call) and context."""
+    """One turn: the caller's audio (None when the agent opens the call) and context.
+
+    With `tool_results` and no audio, the model continues its own turn after tools ran.
+    """
 
     audio: bytes | None
     history: tuple[ContextTurn, ...] = ()
     instructions: str = ""
     tools: tuple[dict, ...] = field(default_factory=tuple)
+    tool_results: tuple[ToolResult, ...] = ()
 
 
 class BackendBusy(RuntimeError):

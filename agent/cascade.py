@@ -73,11 +73,14 @@ class EmbeddedCascade(AudioLLM):
         self.transcribe(warm[0][: 16000 * 2])
         logger.info(f"Embedded models ready in {time.perf_counter() - started:.1f}s")
 
-    async def open_session(self) -> AudioLLMSession:
+    async def open_session(self, *, policy: ReplyPolicy | None = None) -> AudioLLMSession:
+        """A conversation; `policy` (a flow, say) replaces the default for this call."""
         if self._whisper is None:
             raise RuntimeError("EmbeddedCascade.load() was not awaited")
         # The call runner set this call's context (recalled caller, remember) in our task.
-        return CascadeSession(backend=self, policy=self._policy_factory(context=call_context()))
+        return CascadeSession(
+            backend=self, policy=policy or self._policy_factory(context=call_context())
+        )
 
     def transcribe(self, audio16k: bytes) -> str:
         samples = np.frombuffer(audio16k, dtype=np.int16).astype(np.float32) / 32768.0

@@ -13,6 +13,11 @@ from agent.context import CallContext
 class Reply:
     text: str
     end_call: bool = False
+    transfer_to: str | None = None  # hand the call to this number once `text` is heard
+    dtmf: str = ""  # tones to play to the far end after `text`
+    interruptible: bool = True  # False: legal text and the like play to the end
+    listen_timeout_s: float | None = None  # caller silence after which the policy wants a say
+    node: str | None = None  # the flow node that answered, for logs and the admin
 
 
 class ReplyPolicy(Protocol):

@@ -15,6 +15,7 @@ from agent.policy import Receptionist
 from callwright.audio_llm import create_audio_llm
 from callwright.calls import CallRunner
 from callwright.settings import Settings
+from flows.runtime import FlowRuntime
 from memory.db import create_engine, migrate
 from memory.lifecycle import CallMemory
 from memory.store import CallStore
@@ -37,6 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=paths, policy_factory=Receptionist, beam_size=settings.whisper_beam_size
     )
     backend = create_audio_llm(settings, cascade)
+    flows = None
+    if settings.default_flow:
+        flows = FlowRuntime(
+            directory=settings.flows_dir, default_flow=settings.default_flow, store=store
+        )
     runner = CallRunner(
         backend=backend,
         fallback=None if backend is cascade else cascade,
@@ -46,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
         ),
         memory=memory,
+        flows=flows,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -67,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await cascade.load()
         if backend is not cascade:
             await backend.load()
+        if flows is not None:
+            await flows.load()
         writer.start()
         await memory.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")

@@ -16,6 +16,7 @@ from agent.fallback import FallbackSession
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
 from agent.transcript import TranscribingSession
+from flows.runtime import FlowRuntime
 from memory.lifecycle import CallMemory
 from memory.recorder import TurnRecorder
 from memory.writer import TurnWriter
@@ -33,6 +34,7 @@ class CallRunner:
         turn_taking: TurnTakingSettings,
         fallback: EmbeddedCascade | None = None,
         memory: CallMemory | None = None,
+        flows: FlowRuntime | None = None,
     ):
         self._backend = backend
         self._models = models
@@ -40,6 +42,7 @@ class CallRunner:
         self._turn_taking = turn_taking
         self._fallback = fallback  # answers when the backend is busy or fails mid-call
         self._memory = memory
+        self._flows = flows
         self.active = 0
 
     async def run_call(
@@ -54,7 +57,7 @@ class CallRunner:
         context = await self._memory.begin_call(call_id) if self._memory else CallContext()
         set_call_context(context)  # read by the backend's reply policy or flow
         redactor = self._memory.redactor if self._memory else None
-        session = await self._open_session(call_id)
+        session = await self._open_session(call_id, context)
         worker = build_call_worker(
             transport=transport,
             session=session,
@@ -81,15 +84,25 @@ class CallRunner:
             if self._memory:
                 self._memory.end_call(call_id)
 
-    async def _open_session(self, call_id: int) -> AudioLLMSession:
-        if self._fallback is None:
-            return await self._backend.open_session()
+    async def _open_session(self, call_id: int, context: CallContext) -> AudioLLMSession:
+        """The backend's session, driven by the flow, behind the fallback when there is one."""
         try:
-            primary = await self._backend.open_session()
-            if not self._backend.capabilities.caller_text:
+            primary = await self._open_on(self._backend, call_id, context)
+            if self._fallback and not self._backend.capabilities.caller_text:
                 primary = TranscribingSession(inner=primary, transcribe=self._fallback.transcribe)
         except BackendBusy as exc:
+            if self._fallback is None:
+                raise
             logger.warning(f"call {call_id}: {self._backend.name} busy, using the fallback: {exc}")
             primary = None
+        if self._fallback is None:
+            return primary
         return FallbackSession(primary=primary, fallback=self._fallback,
                                speak=self._fallback.synthesize)
+
+    async def _open_on(self, backend: AudioLLM, call_id: int, context: CallContext):
+        if self._flows is None:
+            return await backend.open_session()
+        return await self._flows.open_session(
+            backend, call_id=call_id, caller=dict(context.caller), remember=context.remember
+        )

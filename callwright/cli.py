@@ -10,6 +10,7 @@ import typer
 
 from admin.cli import users_app
 from callwright.memory_cli import memory_app
+from flows.cli import app as flows_app
 
 app = typer.Typer(help="callwright: phone agents on streaming audio LLMs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -18,6 +19,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(users_app, name="users")
 app.add_typer(memory_app, name="memory")
+app.add_typer(flows_app, name="flows")
 
 WS_MAX_BYTES = 1 << 20  # Twilio's messages are small; refuse anything absurd at the socket
 

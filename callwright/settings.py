@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     def audio_llm_worker_urls(self) -> list[str]:
         return [url.strip() for url in self.audio_llm_workers.split(",") if url.strip()]
 
+    flows_dir: Path = Field(
+        Path("flows/examples"), validation_alias=_env("FLOWS_DIR"),
+        description="Directory of flow files; edits apply to calls that start afterwards.",
+    )
+    default_flow: str = Field(
+        "", validation_alias=_env("DEFAULT_FLOW"),
+        description="Flow every call runs (a file name in flows_dir, without .yaml); "
+        "empty: the built-in receptionist.",
+    )
+
     @cached_property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

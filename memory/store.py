@@ -87,6 +87,18 @@ class CallStore:
                 .values(status=status, end_reason=reason[:64], ended_at=utcnow())
             )
 
+    async def update_flow(
+        self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict
+    ) -> None:
+        """The flow a call runs: its name, version, the nodes visited so far, its slots."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Call)
+                .where(Call.id == call_id)
+                .values(flow_name=flow_name[:128], flow_version=flow_version[:64],
+                        flow_path=list(flow_path), slots=dict(slots))
+            )
+
     async def add_turns(self, records: list[TurnRecord]) -> None:
         async with self._sessions.begin() as session:
             session.add_all(Turn(**vars(record)) for record in records)

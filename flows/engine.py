@@ -1,0 +1,551 @@
+"""One call's run through a flow: the state machine behind every way of talking to it.
+
+`FlowRun` takes what happened on the line (the caller's words, DTMF keys, silence,
+or an LLM's tool call) and answers with a `FlowTurn`: what to say, and whether to
+hang up, transfer or send tones. The embedded cascade, an end-to-end audio LLM,
+`flows chat` and `flows test` all drive this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from urllib.parse import urlsplit
+
+import httpx
+from loguru import logger
+from pipecat.flows.config import case_key
+
+from agent.context import Remember
+from flows import expressions, slots, templates
+from flows.library import LoadedFlow
+from flows.schema import (
+    Action,
+    Branch,
+    ClearAction,
+    EndAction,
+    Function,
+    FunctionAction,
+    Node,
+    RememberAction,
+    RepeatAction,
+    Retry,
+    SayAction,
+    SendDtmfAction,
+    SetAction,
+    TransferAction,
+    Transition,
+    WebhookAction,
+)
+from flows.understanding import match_intent, pattern_match
+
+FILL_SLOTS = "fill_slots"  # the tool an LLM calls with the values a node collects
+MAX_HOPS = 16  # transitions in one turn before the run is judged to loop
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowSnapshot:
+    """What a call stores about its flow: see memory.models.Call."""
+
+    flow_name: str
+    flow_version: str
+    flow_path: list[str]
+    slots: dict
+
+
+@dataclass(kw_only=True)
+class FlowTurn:
+    """The engine's answer to one event."""
+
+    said: list[str] = field(default_factory=list)
+    node: str = ""
+    end_call: bool = False
+    transfer_to: str | None = None
+    dtmf: str = ""
+    interruptible: bool = True
+    listen_timeout_s: float | None = None  # silence before `on_silence()` is due
+    matched: str | None = None  # the function, slot filling or handler that took the turn
+    tool_result: dict | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(s for s in self.said if s)
+
+
+class FlowLoopError(RuntimeError):
+    pass
+
+
+_CORRECTION = ("actually", "instead", "change", "make it", "sorry", "i mean", "rather", "wrong")
+
+
+class FlowRun:
+    def __init__(
+        self,
+        *,
+        flow: LoadedFlow,
+        caller: Mapping | None = None,
+        memory: Remember | None = None,
+        on_change: Callable[[FlowSnapshot], None] | None = None,
+        http: httpx.AsyncClient | None = None,
+        today: date | None = None,
+    ):
+        self.flow = flow
+        self.spec = flow.spec
+        self.caller = dict(caller or {})
+        self.slots: dict = {}
+        self.vars: dict = {}
+        self.path: list[str] = []
+        self.node_name = self.spec.initial_node
+        self.ended = False
+        self._memory = memory
+        self._on_change = on_change
+        self._http = http
+        self._today = today
+        self._asked: str | None = None  # the slot whose question was put last
+        self._no_match = 0
+        self._silences = 0
+        self._last_said = ""
+        self._hops = 0
+
+    # Events -------------------------------------------------------------------------
+
+    async def start(self) -> FlowTurn:
+        return await self._event(lambda out: self._enter(self.spec.initial_node, out), "start")
+
+    async def on_text(self, text: str) -> FlowTurn:
+        return await self._event(lambda out: self._caller_said(text, out), "text")
+
+    async def on_dtmf(self, digits: str) -> FlowTurn:
+        return await self._event(lambda out: self._caller_pressed(digits, out), "dtmf")
+
+    async def on_silence(self) -> FlowTurn:
+        return await self._event(self._caller_silent, "silence")
+
+    async def on_tool_call(self, name: str, arguments: Mapping) -> FlowTurn:
+        return await self._event(lambda out: self._tool_called(name, arguments, out), "tool")
+
+    @property
+    def node(self) -> Node:
+        return self.spec.nodes[self.node_name]
+
+    def snapshot(self) -> FlowSnapshot:
+        return FlowSnapshot(
+            flow_name=self.spec.name, flow_version=self.flow.version,
+            flow_path=list(self.path), slots=dict(self.slots),
+        )
+
+    async def _event(self, handle, kind: str) -> FlowTurn:
+        out = FlowTurn()
+        if self.ended:
+            out.node = self.node_name
+            out.end_call = True
+            return out
+        before = (len(self.path), dict(self.slots))
+        self._hops = 0
+        try:
+            await handle(out)
+        except FlowLoopError as exc:
+            logger.error(f"flow {self.spec.name}: {exc}; ending the call")
+            out.said.append("Sorry, something went wrong on our side. Goodbye.")
+            out.end_call = self.ended = True
+        out.node = self.node_name
+        if out.text:
+            self._last_said = out.text
+        if not out.end_call and not out.transfer_to:
+            out.listen_timeout_s = self._silence_config().timeout_s
+        if self._on_change and (len(self.path), self.slots) != before:
+            self._on_change(self.snapshot())
+        logger.debug(f"flow {self.spec.name} [{kind}] -> {out.node}: {out.text!r}")
+        return out
+
+    # Context --------------------------------------------------------------------------
+
+    def context(self, **extra) -> dict:
+        return {
+            "slots": self.slots, "vars": self.vars, "caller": self.caller,
+            "node": self.node_name, "flow": self.spec.name, "retries": self._no_match, **extra,
+        }
+
+    def _render(self, text: str) -> str:
+        try:
+            return templates.render(text, self.context())
+        except templates.TemplateError as exc:  # say nothing rather than drop the call
+            logger.warning(f"flow {self.spec.name} node {self.node_name}: {exc}")
+            return ""
+
+    def _render_value(self, value):
+        if isinstance(value, str):
+            return self._render(value)
+        if isinstance(value, dict):
+            return {k: self._render_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._render_value(v) for v in value]
+        return value
+
+    def _true(self, expression: str | None, **extra) -> bool:
+        if not expression:
+            return True
+        try:
+            return bool(expressions.evaluate(expression, self.context(**extra)))
+        except expressions.ExpressionError as exc:
+            logger.warning(f"flow {self.spec.name} node {self.node_name}: {exc}")
+            return False
+
+    def _say(self, out: FlowTurn, text: str | None, *, node: Node | None = None) -> None:
+        if text:
+            rendered = self._render(text)
+            if rendered:
+                out.said.append(rendered)
+                if node is not None and not node.interruptible:
+                    out.interruptible = False
+
+    # Nodes and transitions ------------------------------------------------------------
+
+    async def _enter(self, name: str, out: FlowTurn) -> None:
+        self._hops += 1
+        if self._hops > MAX_HOPS:
+            raise FlowLoopError(f"more than {MAX_HOPS} transitions in one turn (at {name})")
+        node = self.spec.nodes[name]
+        self.node_name = name
+        self.path.append(name)
+        self._no_match = self._silences = 0
+        self._asked = None
+        for slot in node.slots:
+            if slot.type == "yes_no":
+                self.slots.pop(slot.name, None)  # a yes/no answers the question just put
+        if await self._run_actions(node.pre_actions, out) or self.ended:
+            return
+        self._say(out, node.say, node=node)
+        for condition in node.conditions:
+            if self._true(condition.when):
+                await self._transition(condition, out)
+                return
+        if node.slots:
+            if await self._after_slots(out):
+                return
+        await self._run_actions(node.post_actions, out)
+
+    async def _transition(self, transition: Transition | Function, out: FlowTurn) -> None:
+        self._say(out, transition.say, node=self.node)
+        if await self._run_actions(transition.actions, out) or self.ended:
+            return
+        target = self._target(transition.transition_to)
+        if target:
+            await self._enter(target, out)
+        elif not out.said:
+            self._reprompt(out)
+
+    def _target(self, to: str | Branch | None) -> str | None:
+        if to is None or isinstance(to, str):
+            return to
+        value = self._lookup(to.field)
+        return to.cases.get(case_key(value), to.default) if value is not None else to.default
+
+    def _lookup(self, dotted: str):
+        value = self.context()
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+
+    def _reprompt(self, out: FlowTurn) -> None:
+        slot = self._missing_slot()
+        self._say(out, (slot and slot.prompt) or self.node.say, node=self.node)
+        if slot:
+            self._asked = slot.name
+
+    def _missing_slot(self):
+        for slot in self.node.slots:
+            if slot.required and self.slots.get(slot.name) is None:
+                return slot
+        return None
+
+    async def _after_slots(self, out: FlowTurn) -> bool:
+        """Ask for the next missing slot, or take `on_filled`; True if it moved on."""
+        slot = self._missing_slot()
+        if slot is not None:
+            if slot.name != self._asked:
+                self._say(out, slot.prompt, node=self.node)
+                self._asked = slot.name
+            return False
+        for transition in self.node.on_filled:
+            if self._true(transition.when):
+                await self._transition(transition, out)
+                return True
+        return False
+
+    # Caller events ----------------------------------------------------------------------
+
+    def _functions(self) -> list[Function]:
+        eligible = [*self.node.functions, *self.spec.global_functions]
+        return [f for f in eligible if self._true(f.when)]
+
+    async def _caller_said(self, text: str, out: FlowTurn) -> None:
+        text = text.strip()
+        if not text:
+            await self._caller_silent(out)
+            return
+        functions = self._functions()
+        explicit = pattern_match(text, functions)
+        if explicit:
+            out.matched = explicit.function.name
+            await self._transition(explicit.function, out)
+            return
+        values, corrected = await asyncio.to_thread(self._parse_slots, text)
+        if corrected:
+            out.matched = "correction"
+            self._apply(values, out)
+            await self._enter(self.node_name, out)  # say it again with the new values
+            return
+        if values and self._apply(values, out):
+            out.matched = "slots"
+            if not await self._after_slots(out):
+                await self._check_conditions(out)
+            return
+        if values:  # given but invalid: the `invalid` message was said
+            self._reprompt_after_invalid(out)
+            return
+        intent = await match_intent(
+            text, functions, threshold=self.spec.defaults.intent_threshold
+        )
+        if intent:
+            out.matched = intent.function.name
+            await self._transition(intent.function, out)
+            return
+        if await self._check_conditions(out):
+            return
+        await self._retry(self.node.no_match or self.spec.defaults.no_match, out, silence=False)
+
+    def _parse_slots(self, text: str) -> tuple[dict, bool]:
+        region, today = self.spec.defaults.region, self._today
+        cue = any(word in text.lower() for word in _CORRECTION)
+        values: dict = {}
+        for slot in self.node.slots:
+            asked = slot.name == self._asked
+            filled = self.slots.get(slot.name) is not None
+            if filled and not (asked or cue or slot.type == "yes_no"):
+                continue
+            value = slots.parse(slot, text, today=today, region=region, asked=asked)
+            if value is not None:
+                values[slot.name] = value
+        corrected = False
+        for name in self.node.corrections:
+            slot = self.spec.slot(name)
+            value = slots.parse(slot, text, today=today, region=region)
+            if value is not None and value != self.slots.get(name):
+                values[name] = value
+                corrected = True
+        if corrected:  # "No, make it 8": the correction, not the "no", is the answer
+            for slot in self.node.slots:
+                if slot.type == "yes_no":
+                    values.pop(slot.name, None)
+        return values, corrected
+
+    def _apply(self, values: Mapping, out: FlowTurn) -> bool:
+        """Store valid values; say why the others were refused. True if any was stored."""
+        stored = False
+        for name, value in values.items():
+            slot = self.spec.slot(name)
+            if slot.validate_ and not self._true(slot.validate_, value=value):
+                self._say(out, slot.invalid or "Sorry, that won't work.", node=self.node)
+                self._asked = name
+                continue
+            self.slots[name] = value
+            stored = True
+        return stored
+
+    def _reprompt_after_invalid(self, out: FlowTurn) -> None:
+        slot = self.spec.slot(self._asked) if self._asked else None
+        if slot and slot.prompt:
+            self._say(out, slot.prompt, node=self.node)
+
+    async def _check_conditions(self, out: FlowTurn) -> bool:
+        for condition in self.node.conditions:
+            if self._true(condition.when):
+                await self._transition(condition, out)
+                return True
+        return False
+
+    async def _caller_pressed(self, digits: str, out: FlowTurn) -> None:
+        for function in self._functions():
+            if function.dtmf and function.dtmf == digits:
+                out.matched = function.name
+                await self._transition(function, out)
+                return
+        slot = self.spec.slot(self._asked) if self._asked else None
+        if slot and slot.type in ("number", "phone", "text"):
+            await self._caller_said(digits, out)
+            return
+        await self._retry(self.node.no_match or self.spec.defaults.no_match, out, silence=False)
+
+    def _silence_config(self):
+        return self.node.silence or self.spec.defaults.silence
+
+    async def _caller_silent(self, out: FlowTurn) -> None:
+        await self._retry(self._silence_config(), out, silence=True)
+
+    async def _retry(self, config: Retry, out: FlowTurn, *, silence: bool) -> None:
+        if silence:
+            self._silences += 1
+            count = self._silences
+        else:
+            self._no_match += 1
+            count = self._no_match
+        out.matched = "silence" if silence else "no_match"
+        if count > config.retries and config.then is not None:
+            await self._transition(config.then, out)
+            return
+        default = "Are you still there?" if silence else "Sorry, I didn't catch that."
+        self._say(out, config.say or default, node=self.node)
+        self._reprompt(out)
+
+    async def _tool_called(self, name: str, arguments: Mapping, out: FlowTurn) -> None:
+        out.matched = name
+        if name == FILL_SLOTS:
+            values, errors = {}, {}
+            for key, raw in arguments.items():
+                slot = self.spec.slot(key)
+                allowed = {s.name for s in self.node.slots} | set(self.node.corrections)
+                if slot is None or key not in allowed:
+                    errors[key] = "not collected at this step"
+                    continue
+                value = slots.coerce(slot, raw, today=self._today, region=self.spec.defaults.region)
+                if value is None:
+                    errors[key] = f"not a valid {slot.type}"
+                else:
+                    values[key] = value
+            before = self.node_name
+            corrected = any(k in self.node.corrections for k in values)
+            self._apply(values, out)
+            if corrected:
+                await self._enter(self.node_name, out)
+            elif not await self._after_slots(out):
+                await self._check_conditions(out)
+            out.tool_result = self._tool_result(before, errors)
+            return
+        function = next((f for f in self._functions() if f.name == name), None)
+        if function is None:
+            out.tool_result = {"error": f"no function {name!r} at this step"}
+            return
+        before = self.node_name
+        await self._transition(function, out)
+        out.tool_result = self._tool_result(before, {})
+
+    def _tool_result(self, before: str, errors: dict) -> dict:
+        result: dict = {"node": self.node_name, "slots": dict(self.slots)}
+        if self.node_name != before:
+            result["moved_from"] = before
+        missing = self._missing_slot()
+        if missing:
+            result["missing"] = missing.name
+        if errors:
+            result["errors"] = errors
+        return result
+
+    # Actions -----------------------------------------------------------------------------
+
+    async def _run_actions(self, actions: list[Action], out: FlowTurn) -> bool:
+        """Run in order; True when an error branch took the call elsewhere."""
+        for action in actions:
+            error_target = await self._run_action(action, out)
+            if error_target:
+                await self._enter(error_target, out)
+                return True
+            if self.ended:
+                return False
+        return False
+
+    async def _run_action(self, action: Action, out: FlowTurn) -> str | None:
+        match action:
+            case SayAction():
+                self._say(out, action.text, node=self.node)
+            case EndAction():
+                self._say(out, action.text, node=self.node)
+                out.end_call = self.ended = True
+            case TransferAction():
+                self._say(out, action.text, node=self.node)
+                out.transfer_to = self._render(action.to)
+                self.vars["transferred_to"] = out.transfer_to
+                out.end_call = self.ended = True
+            case SendDtmfAction():
+                out.dtmf += action.digits
+            case SetAction():
+                for name, expression in action.values.items():
+                    try:
+                        self.vars[name] = expressions.evaluate(expression, self.context())
+                    except expressions.ExpressionError as exc:
+                        logger.warning(f"flow {self.spec.name}: set {name}: {exc}")
+            case ClearAction():
+                for name in action.slots:
+                    self.slots.pop(name, None)
+            case RepeatAction():
+                if self._last_said:
+                    out.said.append(self._last_said)
+            case RememberAction():
+                await self._remember(action)
+            case WebhookAction():
+                return await self._webhook(action)
+            case FunctionAction():
+                return await self._function(action)
+        return None
+
+    async def _remember(self, action: RememberAction) -> None:
+        if self._memory is None:
+            logger.info(f"flow {self.spec.name}: no memory configured; 'remember' skipped")
+            return
+        try:
+            self._memory(  # queued by long-term memory; never waits on the database
+                kind=action.kind, text=self._render(action.text),
+                value=self._render_value(action.value) if action.value else None,
+            )
+        except Exception as exc:  # memory is best effort; the call goes on
+            logger.warning(f"flow {self.spec.name}: remember failed: {exc!r}")
+
+    async def _webhook(self, action: WebhookAction) -> str | None:
+        url = self._render(action.url)
+        try:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+            client = self._http or httpx.AsyncClient()
+            try:
+                response = await client.request(
+                    action.method, url, headers=self._render_value(action.headers),
+                    json=self._render_value(action.json_body), timeout=action.timeout_s,
+                )
+            finally:
+                if self._http is None:
+                    await client.aclose()
+            response.raise_for_status()
+            try:
+                result = response.json()
+            except ValueError:
+                result = response.text
+        except Exception as exc:
+            return self._action_failed(action.on_error, f"webhook {url}", exc)
+        if action.save_as:
+            self.vars[action.save_as] = result
+        return None
+
+    async def _function(self, action: FunctionAction) -> str | None:
+        function = self.flow.handlers[action.handler]
+        kwargs = self._render_value(action.args)
+        try:
+            if inspect.iscoroutinefunction(function):
+                call = function(**kwargs)
+            else:
+                call = asyncio.to_thread(function, **kwargs)
+            result = await asyncio.wait_for(call, action.timeout_s)
+        except Exception as exc:
+            return self._action_failed(action.on_error, f"function {action.handler}", exc)
+        if action.save_as:
+            self.vars[action.save_as] = result
+        return None
+
+    def _action_failed(self, on_error: str | None, what: str, exc: Exception) -> str | None:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        logger.warning(f"flow {self.spec.name} node {self.node_name}: {what} failed ({reason})")
+        self.vars["last_error"] = reason
+        return on_error

@@ -1,0 +1,1 @@
+"""Example flows and the Python they call."""

@@ -1,0 +1,70 @@
+"""Flows as files in a directory: each call gets the version current when it starts.
+
+Edits are picked up for new calls (a cheap stat per call start); a call in
+progress holds its own `LoadedFlow`, so it keeps the version it began with. An
+edit that breaks the file is logged and the last good version stays in service.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+from flows.schema import Flow
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedFlow:
+    spec: Flow
+    version: str  # sha256 of the file's bytes, first 16 hex digits
+    source: str  # the file it came from
+    handlers: dict[str, Callable] = field(default_factory=dict)
+
+
+class FlowLibrary:
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._cache: dict[Path, tuple[tuple[int, int], LoadedFlow]] = {}
+        self._lock = threading.Lock()
+
+    def path_of(self, name: str) -> Path:
+        given = Path(name)
+        if given.suffix in (".yaml", ".yml") and given.exists():
+            return given
+        for suffix in (".yaml", ".yml"):
+            path = self.directory / f"{name}{suffix}"
+            if path.exists():
+                return path
+        raise FileNotFoundError(f"no flow '{name}' in {self.directory}")
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob("*.y*ml"))
+
+    def get(self, name: str) -> LoadedFlow:
+        """The current version of a flow (blocking file I/O: call it from a thread)."""
+        from flows.loader import FlowFileError, load_flow
+
+        path = self.path_of(name)
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached and cached[0] == stamp:
+                return cached[1]
+            try:
+                flow = load_flow(path)
+            except FlowFileError as exc:
+                if cached is None:
+                    raise
+                logger.error(f"{path} changed but is invalid; still serving version "
+                             f"{cached[1].version}:\n{exc}")
+                self._cache[path] = (stamp, cached[1])
+                return cached[1]
+            if cached:
+                logger.info(f"flow {flow.spec.name}: new version {flow.version} for new calls")
+            self._cache[path] = (stamp, flow)
+            return flow

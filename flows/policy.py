@@ -1,0 +1,36 @@
+"""A flow as the embedded cascade's reply policy (agent.policy.ReplyPolicy)."""
+
+from __future__ import annotations
+
+from agent.policy import Reply
+from flows.engine import FlowRun, FlowTurn
+
+
+def reply_of(turn: FlowTurn) -> Reply:
+    return Reply(
+        text=turn.text, end_call=turn.end_call, transfer_to=turn.transfer_to, dtmf=turn.dtmf,
+        interruptible=turn.interruptible, listen_timeout_s=turn.listen_timeout_s, node=turn.node,
+    )
+
+
+class FlowPolicy:
+    """Deterministic understanding (patterns, embeddings, slot parsers) driving a FlowRun.
+
+    Besides `opening()`/`reply()`, it answers DTMF and silence, which the slot can
+    hand to a policy once it forwards them (see README, Flows).
+    """
+
+    def __init__(self, *, run: FlowRun):
+        self.run = run
+
+    async def opening(self) -> Reply:
+        return reply_of(await self.run.start())
+
+    async def reply(self, caller_text: str) -> Reply:
+        return reply_of(await self.run.on_text(caller_text))
+
+    async def dtmf(self, digits: str) -> Reply:
+        return reply_of(await self.run.on_dtmf(digits))
+
+    async def silence(self) -> Reply:
+        return reply_of(await self.run.on_silence())

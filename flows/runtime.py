@@ -1,0 +1,60 @@
+"""Flows in a running server: which flow a call runs, and the session that runs it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from loguru import logger
+
+from agent.backend import AudioLLM, AudioLLMSession
+from agent.context import Remember
+from flows.engine import FlowRun
+from flows.library import FlowLibrary
+from flows.policy import FlowPolicy
+from flows.recording import FlowRecorder, FlowStore
+from flows.session import FlowSession
+from flows.understanding import SentenceEncoder
+
+
+class FlowRuntime:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        default_flow: str,
+        store: FlowStore,
+    ):
+        self.library = FlowLibrary(directory)
+        self.default_flow = default_flow
+        self._store = store
+
+    async def load(self) -> None:
+        """Check the default flow and load the intent model before the first call."""
+        flow = await asyncio.to_thread(self.library.get, self.default_flow)
+        logger.info(f"Flow {flow.spec.name} version {flow.version} from {flow.source}")
+        await asyncio.to_thread(SentenceEncoder.encode, ["warm up"])
+
+    async def new_run(
+        self, *, call_id: int, caller: dict | None = None, remember: Remember | None = None
+    ) -> FlowRun:
+        flow = await asyncio.to_thread(self.library.get, self.default_flow)
+        return FlowRun(
+            flow=flow, caller=caller or {}, memory=remember,
+            on_change=FlowRecorder(store=self._store, call_id=call_id),
+        )
+
+    async def open_session(
+        self,
+        backend: AudioLLM,
+        *,
+        call_id: int,
+        caller: dict | None = None,
+        remember: Remember | None = None,
+    ) -> AudioLLMSession:
+        """A session on `backend` driven by the flow: a reply policy for the embedded
+        cascade, node instructions and tools for a backend that calls tools."""
+        run = await self.new_run(call_id=call_id, caller=caller, remember=remember)
+        if backend.capabilities.tools:
+            return FlowSession(backend=backend, session=await backend.open_session(), run=run)
+        return await backend.open_session(policy=FlowPolicy(run=run))

