@@ -38,11 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=paths, policy_factory=Receptionist, beam_size=settings.whisper_beam_size
     )
     backend = create_audio_llm(settings, cascade)
-    flows = None
-    if settings.default_flow:
-        flows = FlowRuntime(
-            directory=settings.flows_dir, default_flow=settings.default_flow, store=store
-        )
+    flows = FlowRuntime(
+        directory=settings.flows_dir, default_flow=settings.default_flow, store=store
+    )
     runner = CallRunner(
         backend=backend,
         fallback=None if backend is cascade else cascade,
@@ -74,8 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await cascade.load()
         if backend is not cascade:
             await backend.load()
-        if flows is not None:
-            await flows.load()
+        await flows.load()
         writer.start()
         await memory.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")

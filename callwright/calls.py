@@ -52,12 +52,13 @@ class CallRunner:
         call_id: int,
         sample_rate: int,
         observers: Sequence[BaseObserver] = (),
+        flow: str | None = None,
     ) -> None:
         # Before the greeting: who is calling and what we remember of them.
         context = await self._memory.begin_call(call_id) if self._memory else CallContext()
         set_call_context(context)  # read by the backend's reply policy or flow
         redactor = self._memory.redactor if self._memory else None
-        session = await self._open_session(call_id, context)
+        session = await self._open_session(call_id, context, flow)
         worker = build_call_worker(
             transport=transport,
             session=session,
@@ -84,10 +85,12 @@ class CallRunner:
             if self._memory:
                 self._memory.end_call(call_id)
 
-    async def _open_session(self, call_id: int, context: CallContext) -> AudioLLMSession:
+    async def _open_session(
+        self, call_id: int, context: CallContext, flow: str | None
+    ) -> AudioLLMSession:
         """The backend's session, driven by the flow, behind the fallback when there is one."""
         try:
-            primary = await self._open_on(self._backend, call_id, context)
+            primary = await self._open_on(self._backend, call_id, context, flow)
             if self._fallback and not self._backend.capabilities.caller_text:
                 primary = TranscribingSession(inner=primary, transcribe=self._fallback.transcribe)
         except BackendBusy as exc:
@@ -100,9 +103,12 @@ class CallRunner:
         return FallbackSession(primary=primary, fallback=self._fallback,
                                speak=self._fallback.synthesize)
 
-    async def _open_on(self, backend: AudioLLM, call_id: int, context: CallContext):
-        if self._flows is None:
-            return await backend.open_session()
+    async def _open_on(
+        self, backend: AudioLLM, call_id: int, context: CallContext, flow: str | None
+    ) -> AudioLLMSession:
+        if self._flows is None or not (flow or self._flows.default_flow):
+            return await backend.open_session()  # the built-in receptionist
         return await self._flows.open_session(
-            backend, call_id=call_id, caller=dict(context.caller), remember=context.remember
+            backend, call_id=call_id, caller=dict(context.caller), remember=context.remember,
+            flow_name=flow,
         )

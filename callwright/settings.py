@@ -99,12 +99,6 @@ class Settings(BaseSettings):
         description="End a browser call when neither side has spoken for this long.",
     )
     webrtc_max_offer_bytes: int = Field(32 * 1024, validation_alias=_env("WEBRTC_MAX_OFFER_BYTES"))
-    flows_dir: Path = Field(
-        Path(__file__).resolve().parents[1] / "flows",
-        validation_alias=_env("FLOWS_DIR"),
-        description="Where the call page finds flows to offer (*.yaml).",
-    )
-
     # The audio LLM in the slot (README, "Audio LLM backends").
     audio_llm_backend: Literal["embedded", "workers", "openai"] = Field(
         "embedded", validation_alias=_env("AUDIO_LLM_BACKEND"),
@@ -129,8 +123,10 @@ class Settings(BaseSettings):
         return [url.strip() for url in self.audio_llm_workers.split(",") if url.strip()]
 
     flows_dir: Path = Field(
-        Path("flows/examples"), validation_alias=_env("FLOWS_DIR"),
-        description="Directory of flow files; edits apply to calls that start afterwards.",
+        Path(__file__).resolve().parents[1] / "flows" / "examples",
+        validation_alias=_env("FLOWS_DIR"),
+        description="Directory of flow files (the call page offers them); edits apply to "
+        "calls that start afterwards.",
     )
     default_flow: str = Field(
         "", validation_alias=_env("DEFAULT_FLOW"),

@@ -30,15 +30,21 @@ class FlowRuntime:
         self._store = store
 
     async def load(self) -> None:
-        """Check the default flow and load the intent model before the first call."""
-        flow = await asyncio.to_thread(self.library.get, self.default_flow)
-        logger.info(f"Flow {flow.spec.name} version {flow.version} from {flow.source}")
+        """Check the default flow (if any) and load the intent model before the first call."""
+        if self.default_flow:
+            flow = await asyncio.to_thread(self.library.get, self.default_flow)
+            logger.info(f"Flow {flow.spec.name} version {flow.version} from {flow.source}")
         await asyncio.to_thread(SentenceEncoder.encode, ["warm up"])
 
     async def new_run(
-        self, *, call_id: int, caller: dict | None = None, remember: Remember | None = None
+        self,
+        *,
+        call_id: int,
+        caller: dict | None = None,
+        remember: Remember | None = None,
+        flow_name: str | None = None,
     ) -> FlowRun:
-        flow = await asyncio.to_thread(self.library.get, self.default_flow)
+        flow = await asyncio.to_thread(self.library.get, flow_name or self.default_flow)
         return FlowRun(
             flow=flow, caller=caller or {}, memory=remember,
             on_change=FlowRecorder(store=self._store, call_id=call_id),
@@ -51,10 +57,14 @@ class FlowRuntime:
         call_id: int,
         caller: dict | None = None,
         remember: Remember | None = None,
+        flow_name: str | None = None,
     ) -> AudioLLMSession:
-        """A session on `backend` driven by the flow: a reply policy for the embedded
-        cascade, node instructions and tools for a backend that calls tools."""
-        run = await self.new_run(call_id=call_id, caller=caller, remember=remember)
+        """A session on `backend` driven by a flow (`flow_name`, else the default): a reply
+        policy for the embedded cascade, node instructions and tools for a backend that
+        calls tools."""
+        run = await self.new_run(
+            call_id=call_id, caller=caller, remember=remember, flow_name=flow_name
+        )
         if backend.capabilities.tools:
             return FlowSession(backend=backend, session=await backend.open_session(), run=run)
         return await backend.open_session(policy=FlowPolicy(run=run))

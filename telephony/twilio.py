@@ -5,30 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Protocol
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from loguru import logger
-from pipecat.transports.base_transport import BaseTransport
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from memory.store import CallStore
 from telephony import tokens
+from telephony.handler import CallHandler
 from telephony.twilio_rest import hang_up
 from telephony.twilio_serializer import TwilioMediaStreamSerializer
 
 TWILIO_SAMPLE_RATE = 8000
 POLICY_VIOLATION = 1008
 START_TIMEOUT_S = 10.0
-
-
-class CallHandler(Protocol):
-    """Runs the conversation on a connected transport until it ends."""
-
-    async def run_call(self, *, transport: BaseTransport, call_id: int, sample_rate: int) -> None:
-        ...
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,37 +15,25 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 from fastapi import APIRouter, HTTPException, Request
 from loguru import logger
-from pipecat.observers.base_observer import BaseObserver
-from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
 from memory.store import CallStore
 from telephony.call_events import CallEventsObserver
+from telephony.handler import CallHandler
 from telephony.ice import rtc_ice_servers
 from telephony.webrtc_transport import CallWebRTCTransport
 
 OUTPUT_SAMPLE_RATE = 48_000  # Opus runs at 48 kHz; anything else is resampled again by aiortc
 DEFAULT_FLOW = "default"
-
-
-class CallHandler(Protocol):
-    async def run_call(
-        self,
-        *,
-        transport: BaseTransport,
-        call_id: int,
-        sample_rate: int,
-        observers: Sequence[BaseObserver] = (),
-    ) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,11 +80,11 @@ class OfferError(Exception):
 
 
 def list_flows(flows_dir: Path) -> list[str]:
-    """Flow names the caller may pick: the YAML files in `flows_dir`, else just "default"."""
+    """Flow names the caller may pick: "default" (the server's), then the files in `flows_dir`."""
     if not flows_dir.is_dir():
         return [DEFAULT_FLOW]
     names = {p.stem for p in flows_dir.iterdir() if p.suffix in (".yaml", ".yml")}
-    return sorted(names) or [DEFAULT_FLOW]
+    return [DEFAULT_FLOW, *sorted(names - {DEFAULT_FLOW})]
 
 
 def check_offer(sdp: str) -> None:
@@ -297,6 +285,7 @@ class WebRTCCalls:
                 call_id=call.call_id,
                 sample_rate=OUTPUT_SAMPLE_RATE,
                 observers=[events],
+                flow=None if call.flow == DEFAULT_FLOW else call.flow,
             )
         finally:
             watchdog.cancel()

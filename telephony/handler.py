@@ -1,0 +1,22 @@
+"""What a transport hands a connected call to (implemented by callwright.calls.CallRunner)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.transports.base_transport import BaseTransport
+
+
+class CallHandler(Protocol):
+    async def run_call(
+        self,
+        *,
+        transport: BaseTransport,
+        call_id: int,
+        sample_rate: int,
+        observers: Sequence[BaseObserver] = (),
+        flow: str | None = None,
+    ) -> None:
+        """Run the conversation (the default flow, or `flow`) until it ends."""
