@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import OutputTransportMessageFrame, SystemFrame
+from pipecat.frames.frames import DataFrame, OutputTransportMessageFrame, SystemFrame
 
 
 @dataclass
@@ -42,3 +42,11 @@ class AgentTurnFrame(SystemFrame):
     interrupted: bool = False
     latency_ms: int | None = None
     timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class TransferCallFrame(DataFrame):
+    """Hand the caller to a person at `to` (E.164 or SIP URI) once the audio queued
+    before this frame has played; the telephony side carries it out (cold transfer)."""
+
+    to: str = ""

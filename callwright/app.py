@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,6 +13,7 @@ from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
+from agent.slot import SlotFallback
 from callwright.calls import CallRunner
 from callwright.settings import Settings
 from memory.db import create_engine, migrate
@@ -37,9 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend=backend,
         models=paths,
         writer=writer,
+        store=store,
         turn_taking=TurnTakingSettings(
             vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
         ),
+        data_dir=settings.data_dir,
+        record_calls=settings.record_calls,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -59,6 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await migrate(engine)
         await backend.load()
+        audio, rate = await asyncio.to_thread(backend.synthesize, settings.fallback_text)
+        runner.fallback = SlotFallback(
+            text=settings.fallback_text, audio=audio, sample_rate=rate,
+            transfer_to=settings.fallback_transfer_to or None,
+        )
         writer.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")

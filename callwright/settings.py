@@ -60,6 +60,20 @@ class Settings(BaseSettings):
     stream_token_ttl_s: float = Field(30.0, validation_alias=_env("STREAM_TOKEN_TTL_SECONDS"))
     max_message_bytes: int = Field(64 * 1024, validation_alias=_env("MAX_STREAM_MESSAGE_BYTES"))
 
+    record_calls: bool = Field(
+        True, validation_alias=_env("RECORD_CALLS"),
+        description="Both legs of each call to data_dir/recordings (a flow may turn it off).",
+    )
+    fallback_text: str = Field(
+        "I'm sorry, I'm having trouble right now. Please call again later. Goodbye.",
+        validation_alias=_env("FALLBACK_TEXT"),
+        description="What the caller hears when the model fails, before goodbye or transfer.",
+    )
+    fallback_transfer_to: str = Field(
+        "", validation_alias=_env("FALLBACK_TRANSFER_TO"),
+        description="Transfer here (E.164) after the apology instead of hanging up.",
+    )
+
     whisper_model_dir: Path | None = Field(None, validation_alias=_env("WHISPER_MODEL_DIR"))
     piper_voice_path: Path | None = Field(None, validation_alias=_env("PIPER_VOICE_PATH"))
     smart_turn_model_path: Path | None = Field(None, validation_alias=_env("SMART_TURN_MODEL_PATH"))

@@ -87,6 +87,13 @@ class CallStore:
                 .values(status=status, end_reason=reason[:64], ended_at=utcnow())
             )
 
+    async def set_recording(self, call_id: int, relative_path: str) -> None:
+        await self._update(call_id, recording_path=relative_path)
+
+    async def _update(self, call_id: int, **values) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(update(Call).where(Call.id == call_id).values(**values))
+
     async def add_turns(self, records: list[TurnRecord]) -> None:
         async with self._sessions.begin() as session:
             session.add_all(Turn(**vars(record)) for record in records)
