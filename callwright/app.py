@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         data_dir=settings.data_dir,
         record_calls=settings.record_calls,
+        model_timeout_s=settings.model_timeout_s,
     )
 
     webrtc_config = webrtc.WebRTCConfig(

@@ -12,6 +12,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from agent.backend import AudioLLM
+from agent.guard import FailedSession, GuardedSession
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
 from agent.slot import SlotFallback
@@ -34,6 +35,7 @@ class CallRunner:
         turn_taking: TurnTakingSettings,
         data_dir: Path,
         record_calls: bool = True,
+        model_timeout_s: float = 20.0,
     ):
         self._backend = backend
         self._models = models
@@ -42,6 +44,7 @@ class CallRunner:
         self._turn_taking = turn_taking
         self._data_dir = data_dir
         self._record_calls = record_calls
+        self._model_timeout_s = model_timeout_s
         self.fallback: SlotFallback | None = None  # set once the backend can speak
         self.active = 0
 
@@ -69,7 +72,12 @@ class CallRunner:
                 await self._store.set_recording(call_id, recording.relative_path)
             except Exception as exc:  # the database may be away; the call goes on
                 logger.warning(f"call {call_id}: recording path not stored ({exc!r})")
-        session = await self._backend.open_session()
+        try:
+            session = await self._backend.open_session()
+        except Exception as exc:  # busy or broken: the caller still hears the fallback
+            logger.error(f"call {call_id}: no model session ({exc!r})")
+            session = FailedSession(exc)
+        session = GuardedSession(session, event_timeout_s=self._model_timeout_s)
         worker = build_call_worker(
             transport=transport,
             session=session,

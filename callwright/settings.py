@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         True, validation_alias=_env("RECORD_CALLS"),
         description="Both legs of each call to data_dir/recordings (a flow may turn it off).",
     )
+    model_timeout_s: float = Field(
+        20.0, validation_alias=_env("MODEL_TIMEOUT_SECONDS"),
+        description="A model silent this long mid-turn counts as failed (the fallback plays).",
+    )
     fallback_text: str = Field(
         "I'm sorry, I'm having trouble right now. Please call again later. Goodbye.",
         validation_alias=_env("FALLBACK_TEXT"),
