@@ -50,3 +50,12 @@ class TransferCallFrame(DataFrame):
     before this frame has played; the telephony side carries it out (cold transfer)."""
 
     to: str = ""
+
+
+@dataclass
+class AnsweredByFrame(SystemFrame):
+    """Who answered an outbound call, from the carrier's answering-machine detection:
+    "human", "machine_start", "machine_end_beep", "machine_end_silence",
+    "machine_end_other", "fax" or "unknown". Sent upstream; flows branch on it."""
+
+    answered_by: str = ""

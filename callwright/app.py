@@ -19,7 +19,10 @@ from callwright.settings import Settings
 from memory.db import create_engine, migrate
 from memory.store import CallStore
 from memory.writer import TurnWriter
-from telephony import call_page, ice, twilio, webrtc
+from telephony import call_page, ice, outbound_api, twilio, webrtc
+from telephony.lines import Lines
+from telephony.outbound import Dialer, OutboundConfig
+from telephony.twilio_rest import TwilioAccount
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await migrate(engine)
+        if interrupted := await store.interrupt_unfinished():
+            logger.warning(f"{interrupted} calls left open by the last run marked interrupted")
         await backend.load()
         audio, rate = await asyncio.to_thread(backend.synthesize, settings.fallback_text)
         runner.fallback = SlotFallback(
@@ -85,23 +90,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="callwright", lifespan=lifespan)
     app.state.store = store
     app.state.runner = runner
+    account = TwilioAccount(account_sid=settings.twilio_sid, auth_token=settings.twilio_token,
+                            base_url=settings.twilio_api_base_url)
+    lines = Lines(max_calls=settings.max_calls, active=lambda: runner.active,
+                  pending_ttl_s=settings.stream_token_ttl_s)
+    app.state.lines = lines
     app.include_router(
         twilio.create_router(
             config=twilio.TwilioConfig(
                 public_url=settings.base_url,
                 stream_url=settings.stream_url,
-                account_sid=settings.twilio_sid,
-                auth_token=settings.twilio_token,
-                api_base_url=settings.twilio_api_base_url,
+                account=account,
                 signing_key=settings.signing_key,
                 token_ttl_s=settings.stream_token_ttl_s,
                 max_message_bytes=settings.max_message_bytes,
+                transfer_allow=tuple(settings.transfer_allow),
+                voicemail_action=settings.voicemail_action,
             ),
             store=store,
             handler=runner,
+            lines=lines,
         )
     )
+    dialer = Dialer(config=OutboundConfig(
+        from_number=settings.twilio_from_number,
+        allow=tuple(settings.outbound_allow),
+        calls_per_minute=settings.outbound_calls_per_minute,
+        voice_url=f"{settings.base_url}/twilio/voice",
+        status_url=f"{settings.base_url}/twilio/status",
+        amd_url=f"{settings.base_url}/twilio/amd",
+        machine_detection=settings.machine_detection,
+        async_amd=settings.async_amd,
+    ), account=account, store=store)
     app.include_router(api.create_router(store=store))
+    app.include_router(outbound_api.create_router(store=store, dialer=dialer))
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
     app.mount("/admin", site.create_site(
@@ -112,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {
-            "status": "ok", "active_calls": runner.active, "webrtc_sessions": webrtc_calls.active
+            "status": "draining" if lines.draining else "ok", "active_calls": runner.active,
+            "webrtc_sessions": webrtc_calls.active,
         }
 
     return app
