@@ -43,5 +43,6 @@ class DrainingServer(uvicorn.Server):
             if left == 0 or time.monotonic() >= self._drain_until:
                 if left:
                     logger.warning(f"Stopping with {left} calls still running")
+                    self._lines.cut_off()
                 self.should_exit = True
         return await super().on_tick(counter)

@@ -104,14 +104,19 @@ class TwilioCaller:
         from_number: str = "+15550100001",
         to_number: str = "+15550100002",
         public_url: str | None = None,
+        call_sid: str | None = None,
+        extra_params: dict[str, str] | None = None,
     ):
+        """`call_sid` and `extra_params` (Direction, AnsweredBy) make it an outbound call
+        that callwright placed."""
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
         self.validator = RequestValidator(auth_token)
         self.account_sid = account_sid
         self.from_number = from_number
         self.to_number = to_number
-        self.call_sid = sid("CA")
+        self.call_sid = call_sid or sid("CA")
+        self.extra_params = extra_params or {}
         self.stream_sid = sid("MZ")
 
     def webhook_params(self) -> dict[str, str]:
@@ -123,17 +128,22 @@ class TwilioCaller:
             "Direction": "inbound",
             "From": self.from_number,
             "To": self.to_number,
+            **self.extra_params,
         }
 
     async def post_webhook(self, params: dict[str, str] | None = None) -> httpx.Response:
-        params = params or self.webhook_params()
-        url = f"{self.public_url}/twilio/voice"
-        signature = self.validator.compute_signature(url, params)
+        return await self.post_signed("/twilio/voice", params or self.webhook_params())
+
+    async def post_status(self, status: str, **extra: str) -> httpx.Response:
+        """A status callback for this call, as Twilio sends it."""
+        params = {**self.webhook_params(), "CallStatus": status, "CallDuration": "0", **extra}
+        return await self.post_signed("/twilio/status", params)
+
+    async def post_signed(self, path: str, params: dict[str, str]) -> httpx.Response:
+        signature = self.validator.compute_signature(f"{self.public_url}{path}", params)
         async with httpx.AsyncClient() as client:
             return await client.post(
-                f"{self.base_url}/twilio/voice",
-                data=params,
-                headers={"X-Twilio-Signature": signature},
+                f"{self.base_url}{path}", data=params, headers={"X-Twilio-Signature": signature}
             )
 
     @staticmethod

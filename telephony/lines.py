@@ -19,6 +19,7 @@ class Lines:
         self._pending: dict[str, float] = {}  # call SID -> when its answer expires
         self._pending_ttl_s = pending_ttl_s
         self.draining = False
+        self.cutting_off = False  # the drain's bound passed: running calls are being cut
 
     @property
     def in_use(self) -> int:
@@ -38,3 +39,6 @@ class Lines:
 
     def drain(self) -> None:
         self.draining = True
+
+    def cut_off(self) -> None:
+        self.cutting_off = True

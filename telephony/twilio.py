@@ -226,7 +226,9 @@ def create_router(
             status, reason = "failed", "pipeline-error"
         finally:
             live.pop(call_sid, None)
-        if control.transferred_to:
+        if lines.cutting_off:
+            status, reason = "interrupted", "server-stopped"
+        elif control.transferred_to:
             reason = "transferred"
         elif serializer.stopped:
             reason = "caller-hangup"
