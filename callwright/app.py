@@ -13,6 +13,7 @@ from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
+from agent.scripted import ScriptedReplies
 from agent.slot import SlotFallback
 from callwright.calls import CallRunner
 from callwright.settings import Settings
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     backend = EmbeddedCascade(
         models=paths, policy_factory=Receptionist, beam_size=settings.whisper_beam_size
     )
+    if settings.backend == "scripted":
+        backend = ScriptedReplies(voice=backend)
     runner = CallRunner(
         backend=backend,
         models=paths,

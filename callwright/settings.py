@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     stream_token_ttl_s: float = Field(30.0, validation_alias=_env("STREAM_TOKEN_TTL_SECONDS"))
     max_message_bytes: int = Field(64 * 1024, validation_alias=_env("MAX_STREAM_MESSAGE_BYTES"))
 
+    backend: str = Field(
+        "embedded", validation_alias=_env("CALLWRIGHT_BACKEND"),
+        description='"embedded" (Whisper, reply policy, Piper) or "scripted" (load tests).',
+    )
     record_calls: bool = Field(
         True, validation_alias=_env("RECORD_CALLS"),
         description="Both legs of each call to data_dir/recordings (a flow may turn it off).",

@@ -87,6 +87,7 @@ class CallResult:
     errors: list[str] = field(default_factory=list)  # Twilio error codes with details
     close_code: int | None = None
     hung_up_by: str = ""
+    max_gap_ms: float = 0.0  # longest playout underrun inside an agent utterance
 
     def agent_audio(self) -> bytes:
         return b"".join(bytes(u.pcm) for u in self.utterances)
@@ -334,6 +335,9 @@ class StreamSession:
                 self.result.errors.append("31924 WAV header in payload")
                 return
             pcm = audioop.ulaw2lin(payload, 2)
+            underrun = now - self._playout_end
+            if 0.0 < underrun < 0.6 and self.result.utterances:  # the caller heard a hole
+                self.result.max_gap_ms = max(self.result.max_gap_ms, underrun * 1000)
             start = max(now, self._playout_end)
             self._playout_end = start + len(payload) / RATE
             if rms(pcm) > SPEECH_RMS:
