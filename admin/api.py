@@ -40,6 +40,7 @@ class CallOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    recording_path: str | None
 
 
 class CallDetail(CallOut):

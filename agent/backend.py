@@ -130,6 +130,9 @@ class AudioLLMSession(ABC):
     async def truncate(self, heard_text: str) -> None:  # noqa: B027 - optional hook
         """The caller only heard `heard_text` of the last turn (when `truncation`)."""
 
+    async def on_dtmf(self, digit: str) -> None:  # noqa: B027 - optional hook
+        """The caller pressed a key ("0"-"9", "*", "#"); flows read menus and numbers here."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the conversation's resources."""
 

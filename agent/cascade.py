@@ -140,5 +140,10 @@ class CascadeSession(AudioLLMSession):
             yield AudioChunk(audio=audio, sample_rate=rate)
         yield EndOfTurn(end_call=reply.end_call)
 
+    async def on_dtmf(self, digit: str) -> None:
+        on_dtmf = getattr(self._policy, "on_dtmf", None)  # optional on a ReplyPolicy
+        if on_dtmf is not None:
+            await on_dtmf(digit)
+
     async def cancel(self) -> None:
         self._cancelled = True

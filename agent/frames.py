@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import OutputTransportMessageFrame, SystemFrame
+from pipecat.frames.frames import DataFrame, OutputTransportMessageFrame, SystemFrame
 
 
 @dataclass
@@ -42,3 +42,20 @@ class AgentTurnFrame(SystemFrame):
     interrupted: bool = False
     latency_ms: int | None = None
     timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class TransferCallFrame(DataFrame):
+    """Hand the caller to a person at `to` (E.164 or SIP URI) once the audio queued
+    before this frame has played; the telephony side carries it out (cold transfer)."""
+
+    to: str = ""
+
+
+@dataclass
+class AnsweredByFrame(SystemFrame):
+    """Who answered an outbound call, from the carrier's answering-machine detection:
+    "human", "machine_start", "machine_end_beep", "machine_end_silence",
+    "machine_end_other", "fax" or "unknown". Sent upstream; flows branch on it."""
+
+    answered_by: str = ""

@@ -21,7 +21,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from agent.models import ModelPaths
-from agent.slot import AudioLLMSlot
+from agent.slot import AudioLLMSlot, SlotFallback
 from agent.turns import TranscriptAwareTurnStopStrategy
 
 
@@ -41,7 +41,10 @@ def build_call_worker(
     turn_taking: TurnTakingSettings = TurnTakingSettings(),
     observers: Sequence[BaseObserver] = (),
     instructions: str = "",
+    fallback: SlotFallback | None = None,
+    after_output: Sequence[FrameProcessor] = (),
 ) -> PipelineWorker:
+    """`after_output` sees frames once sent, in playback order: call control, recording."""
     vad = SileroVADAnalyzer(params=VADParams(stop_secs=turn_taking.vad_stop_secs))
     turn_analyzer = LocalSmartTurnAnalyzerV3(
         smart_turn_model_path=str(models.smart_turn),
@@ -58,9 +61,10 @@ def build_call_worker(
             transport.input(),
             VADProcessor(vad_analyzer=vad),
             user_turns,
-            AudioLLMSlot(session=session, instructions=instructions),
+            AudioLLMSlot(session=session, instructions=instructions, fallback=fallback),
             recorder,
             transport.output(),
+            *after_output,
         ]
     )
     return PipelineWorker(

@@ -25,6 +25,9 @@ class ReplyPolicy(Protocol):
 
     async def reply(self, caller_text: str) -> Reply: ...
 
+    # Optional: `async def on_dtmf(self, digit: str) -> None`, called for each key the
+    # caller presses (the cascade forwards `AudioLLMSession.on_dtmf`).
+
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that'?s all|hang up|no,? thanks?( you)?)\b", re.I)
 _BOOKING = re.compile(r"\b(book|booking|reserv\w*|appointment|table)\b", re.I)

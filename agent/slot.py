@@ -21,6 +21,7 @@ from pipecat.frames.frames import (
     EndTaskFrame,
     Frame,
     InputAudioRawFrame,
+    InputDTMFFrame,
     InterruptionFrame,
     StartFrame,
     TranscriptionFrame,
@@ -45,10 +46,27 @@ from agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from agent.frames import AgentTurnFrame, CallerTurnFrame, PlaybackMarkedFrame, PlaybackMarkFrame
+from agent.frames import (
+    AgentTurnFrame,
+    CallerTurnFrame,
+    PlaybackMarkedFrame,
+    PlaybackMarkFrame,
+    TransferCallFrame,
+)
 
 PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotFallback:
+    """What the caller hears when the model fails: a short apology, then goodbye or a
+    transfer to `transfer_to`, so a failure never leaves dead air."""
+
+    text: str
+    audio: bytes  # int16 mono, pre-rendered while the model still worked
+    sample_rate: int
+    transfer_to: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -71,9 +89,17 @@ class _AgentTurn:
 
 
 class AudioLLMSlot(FrameProcessor):
-    def __init__(self, *, session: AudioLLMSession, instructions: str = "", **kwargs):
+    def __init__(
+        self,
+        *,
+        session: AudioLLMSession,
+        instructions: str = "",
+        fallback: SlotFallback | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._session = session
+        self._fallback = fallback
         self._instructions = instructions
         self._history: list[ContextTurn] = []
         self._t0 = time.monotonic()
@@ -126,6 +152,8 @@ class AudioLLMSlot(FrameProcessor):
         elif isinstance(frame, PlaybackMarkedFrame):
             await self._on_mark(frame.mark)
             return
+        elif isinstance(frame, InputDTMFFrame):
+            await self._session.on_dtmf(frame.button.value)
         await self.push_frame(frame, direction)
 
     def _on_audio(self, audio: bytes, sample_rate: int) -> None:
@@ -191,6 +219,7 @@ class AudioLLMSlot(FrameProcessor):
             raise
         except Exception:
             logger.exception(f"{self}: the audio LLM failed mid-turn")
+            await self._fail_over(turn)
         turn.generated = True
         if turn.first_audio is None:
             self._agent = None
@@ -203,6 +232,19 @@ class AudioLLMSlot(FrameProcessor):
         self._ack_timeout = asyncio.get_running_loop().call_later(
             max(remaining, 0.1), lambda: self.create_task(self._on_mark(turn.last_mark or ""))
         )
+
+    async def _fail_over(self, turn: _AgentTurn) -> None:
+        """The model failed: apologise, then end the call or transfer it."""
+        if self._fallback is None:
+            return
+        fallback = self._fallback
+        turn.planned.append(fallback.text)
+        chunk = AudioChunk(audio=fallback.audio, sample_rate=fallback.sample_rate)
+        await self._play(turn, chunk, time.monotonic())
+        if fallback.transfer_to:
+            await self.push_frame(TransferCallFrame(to=fallback.transfer_to))
+        else:
+            turn.end_call = True
 
     async def _play(self, turn: _AgentTurn, chunk: AudioChunk, now: float) -> None:
         if turn.first_audio is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,6 +13,7 @@ from agent import models
 from agent.cascade import EmbeddedCascade
 from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
+from agent.slot import SlotFallback
 from callwright.audio_llm import create_audio_llm
 from callwright.calls import CallRunner
 from callwright.settings import Settings
@@ -20,7 +22,10 @@ from memory.db import create_engine, migrate
 from memory.lifecycle import CallMemory
 from memory.store import CallStore
 from memory.writer import TurnWriter
-from telephony import call_page, ice, twilio, webrtc
+from telephony import call_page, ice, outbound_api, twilio, webrtc
+from telephony.lines import Lines
+from telephony.outbound import Dialer, OutboundConfig
+from telephony.twilio_rest import TwilioAccount
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,11 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fallback=None if backend is cascade else cascade,
         models=paths,
         writer=writer,
+        store=store,
         turn_taking=TurnTakingSettings(
             vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
         ),
         memory=memory,
         flows=flows,
+        data_dir=settings.data_dir,
+        record_calls=settings.record_calls,
+        model_timeout_s=settings.model_timeout_s,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -69,10 +78,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await migrate(engine)
+        if interrupted := await store.interrupt_unfinished():
+            logger.warning(f"{interrupted} calls left open by the last run marked interrupted")
         await cascade.load()
         if backend is not cascade:
             await backend.load()
         await flows.load()
+        audio, rate = await asyncio.to_thread(cascade.synthesize, settings.fallback_text)
+        runner.fallback = SlotFallback(
+            text=settings.fallback_text, audio=audio, sample_rate=rate,
+            transfer_to=settings.fallback_transfer_to or None,
+        )
         writer.start()
         await memory.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
@@ -92,23 +108,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="callwright", lifespan=lifespan)
     app.state.store = store
     app.state.runner = runner
+    account = TwilioAccount(account_sid=settings.twilio_sid, auth_token=settings.twilio_token,
+                            base_url=settings.twilio_api_base_url)
+    lines = Lines(max_calls=settings.max_calls, active=lambda: runner.active,
+                  pending_ttl_s=settings.stream_token_ttl_s)
+    app.state.lines = lines
     app.include_router(
         twilio.create_router(
             config=twilio.TwilioConfig(
                 public_url=settings.base_url,
                 stream_url=settings.stream_url,
-                account_sid=settings.twilio_sid,
-                auth_token=settings.twilio_token,
-                api_base_url=settings.twilio_api_base_url,
+                account=account,
                 signing_key=settings.signing_key,
                 token_ttl_s=settings.stream_token_ttl_s,
                 max_message_bytes=settings.max_message_bytes,
+                transfer_allow=tuple(settings.transfer_allow),
+                voicemail_action=settings.voicemail_action,
             ),
             store=store,
             handler=runner,
+            lines=lines,
         )
     )
+    dialer = Dialer(config=OutboundConfig(
+        from_number=settings.twilio_from_number,
+        allow=tuple(settings.outbound_allow),
+        calls_per_minute=settings.outbound_calls_per_minute,
+        voice_url=f"{settings.base_url}/twilio/voice",
+        status_url=f"{settings.base_url}/twilio/status",
+        amd_url=f"{settings.base_url}/twilio/amd",
+        machine_detection=settings.machine_detection,
+        async_amd=settings.async_amd,
+    ), account=account, store=store)
     app.include_router(api.create_router(store=store, callers=memory.callers))
+    app.include_router(outbound_api.create_router(store=store, dialer=dialer))
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
     app.mount("/admin", site.create_site(
@@ -119,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         return {
-            "status": "ok", "active_calls": runner.active, "webrtc_sessions": webrtc_calls.active
+            "status": "draining" if lines.draining else "ok", "active_calls": runner.active,
+            "webrtc_sessions": webrtc_calls.active,
         }
 
     return app

@@ -20,4 +20,8 @@ def create_audio_llm(settings: Settings, cascade: EmbeddedCascade) -> AudioLLM:
             base_url=settings.audio_llm_openai_url, model=settings.audio_llm_openai_model,
             api_key=key.get_secret_value() if key else None, speak=cascade.synthesize,
         )
+    if settings.audio_llm_backend == "scripted":
+        from agent.scripted import ScriptedReplies
+
+        return ScriptedReplies(voice=cascade)
     return cascade

@@ -1,11 +1,13 @@
-"""Runs one call: a pipeline around a backend session, recorded to memory."""
+"""Runs one call: a pipeline around a backend session, recorded to memory and to disk."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from loguru import logger
 from pipecat.observers.base_observer import BaseObserver
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
@@ -13,12 +15,16 @@ from agent.backend import AudioLLM, AudioLLMSession, BackendBusy
 from agent.cascade import EmbeddedCascade
 from agent.context import CallContext, set_call_context
 from agent.fallback import FallbackSession
+from agent.guard import FailedSession, GuardedSession
 from agent.models import ModelPaths
 from agent.pipeline import TurnTakingSettings, build_call_worker
+from agent.slot import SlotFallback
 from agent.transcript import TranscribingSession
+from callwright.recording import CallRecording
 from flows.runtime import FlowRuntime
 from memory.lifecycle import CallMemory
 from memory.recorder import TurnRecorder
+from memory.store import CallStore
 from memory.writer import TurnWriter
 
 
@@ -31,18 +37,27 @@ class CallRunner:
         backend: AudioLLM,
         models: ModelPaths,
         writer: TurnWriter,
+        store: CallStore,
         turn_taking: TurnTakingSettings,
         fallback: EmbeddedCascade | None = None,
         memory: CallMemory | None = None,
         flows: FlowRuntime | None = None,
+        data_dir: Path,
+        record_calls: bool = True,
+        model_timeout_s: float = 20.0,
     ):
         self._backend = backend
         self._models = models
         self._writer = writer
+        self._store = store
         self._turn_taking = turn_taking
         self._fallback = fallback  # answers when the backend is busy or fails mid-call
         self._memory = memory
         self._flows = flows
+        self._data_dir = data_dir
+        self._record_calls = record_calls
+        self._model_timeout_s = model_timeout_s
+        self.fallback: SlotFallback | None = None  # set once the backend can speak
         self.active = 0
 
     async def run_call(
@@ -53,12 +68,33 @@ class CallRunner:
         sample_rate: int,
         observers: Sequence[BaseObserver] = (),
         flow: str | None = None,
+        control: Sequence[FrameProcessor] = (),
+        record: bool | None = None,
     ) -> None:
+        """Converse until the call ends.
+
+        `flow` overrides the default flow; `control` sees the agent's frames once played
+        (transfer, for the transport); `record` overrides the RECORD_CALLS setting.
+        """
+        recording = None
+        if self._record_calls if record is None else record:
+            recording = CallRecording(
+                data_dir=self._data_dir, call_id=call_id, sample_rate=sample_rate
+            )
+            try:
+                await self._store.set_recording(call_id, recording.relative_path)
+            except Exception as exc:  # the database may be away; the call goes on
+                logger.warning(f"call {call_id}: recording path not stored ({exc!r})")
         # Before the greeting: who is calling and what we remember of them.
         context = await self._memory.begin_call(call_id) if self._memory else CallContext()
         set_call_context(context)  # read by the backend's reply policy or flow
         redactor = self._memory.redactor if self._memory else None
-        session = await self._open_session(call_id, context, flow)
+        try:
+            session = await self._open_session(call_id, context, flow)
+        except Exception as exc:  # busy or broken: the caller still hears the fallback
+            logger.error(f"call {call_id}: no model session ({exc!r})")
+            session = FailedSession(exc)
+        session = GuardedSession(session, event_timeout_s=self._model_timeout_s)
         worker = build_call_worker(
             transport=transport,
             session=session,
@@ -68,6 +104,8 @@ class CallRunner:
             turn_taking=self._turn_taking,
             observers=observers,
             instructions=context.instructions,
+            fallback=self.fallback,
+            after_output=[*control, *([recording.processor] if recording else [])],
         )
 
         @transport.event_handler("on_client_disconnected")
@@ -82,6 +120,8 @@ class CallRunner:
             await runner.run()
         finally:
             self.active -= 1
+            if recording:
+                recording.close()
             if self._memory:
                 self._memory.end_call(call_id)
 

@@ -35,10 +35,12 @@ def _server(settings, *, quiet: bool = False):
 
     from callwright import logs
     from callwright.app import create_app
+    from callwright.server import DrainingServer
 
     logs.configure("WARNING" if quiet else settings.log_level)
+    application = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        application,
         host=settings.host,
         port=settings.port,
         ws_max_size=WS_MAX_BYTES,
@@ -46,7 +48,7 @@ def _server(settings, *, quiet: bool = False):
         access_log=not quiet,
         lifespan="on",
     )
-    return uvicorn.Server(config)
+    return DrainingServer(config, lines=application.state.lines, grace_s=settings.shutdown_grace_s)
 
 
 @app.command()
@@ -184,6 +186,30 @@ def model_server(
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     asyncio.run(run_worker(hosted, host=host, port=port, max_sessions=max_sessions))
+
+
+@app.command()
+def dial(
+    number: str = typer.Argument(..., help="E.164 number to call (must match OUTBOUND_ALLOW)."),
+    flow: Path = typer.Option(None, "--flow", help="The flow the agent runs on the call."),
+    url: str = typer.Option(None, help="The running server (default: its configured URL)."),
+    api_token: str = typer.Option(..., envvar="CALLWRIGHT_API_TOKEN",
+                                  help="Bearer token (callwright token create)."),
+) -> None:
+    """Place an outbound call through a running server."""
+    import httpx
+
+    base = url or f"http://{_settings().host}:{_settings().port}"
+    response = httpx.post(
+        f"{base}/api/calls/outbound", headers={"Authorization": f"Bearer {api_token}"},
+        json={"to": number, "flow": flow.stem if flow else None}, timeout=30,
+    )
+    if response.status_code != 201:
+        typer.echo(f"Refused: HTTP {response.status_code} {response.json().get('detail')}",
+                   err=True)
+        raise typer.Exit(1)
+    placed = response.json()
+    typer.echo(f"Dialling: call {placed['id']} ({placed['call_sid']})")
 
 
 @db_app.command("upgrade")

@@ -59,8 +59,60 @@ class Settings(BaseSettings):
     twilio_api_base_url: str = Field(
         "https://api.twilio.com", validation_alias=_env("TWILIO_API_BASE_URL")
     )
+    twilio_from_number: str = Field(
+        "", validation_alias=_env("TWILIO_FROM_NUMBER"), description="Caller ID for outbound calls."
+    )
+    max_calls: int = Field(
+        20, validation_alias=_env("MAX_CALLS"),
+        description="Twilio calls at once on this worker; more hear 'all lines are busy'.",
+    )
+    shutdown_grace_s: float = Field(
+        60.0, validation_alias=_env("SHUTDOWN_GRACE_SECONDS"),
+        description="On SIGTERM, how long running calls may go on (new ones hear busy).",
+    )
+    outbound_allow: list[str] = Field(
+        default_factory=list, validation_alias=_env("OUTBOUND_ALLOW"),
+        description='JSON list of E.164 glob patterns we may dial, e.g. ["+1555*"]; none: none.',
+    )
+    outbound_calls_per_minute: int = Field(
+        10, validation_alias=_env("OUTBOUND_CALLS_PER_MINUTE")
+    )
+    transfer_allow: list[str] = Field(
+        default_factory=list, validation_alias=_env("TRANSFER_ALLOW"),
+        description="JSON list of E.164 glob patterns calls may be transferred to.",
+    )
+    machine_detection: str = Field(
+        "DetectMessageEnd", validation_alias=_env("MACHINE_DETECTION"),
+        description='Outbound answering-machine detection: "", "Enable" or "DetectMessageEnd".',
+    )
+    async_amd: bool = Field(
+        False, validation_alias=_env("ASYNC_AMD"),
+        description="Speak at once and learn AnsweredBy mid-call (POST /twilio/amd).",
+    )
+    voicemail_action: str = Field(
+        "speak", validation_alias=_env("VOICEMAIL_ACTION"),
+        description='On an answering machine: "speak" (leave the opening) or "hangup".',
+    )
     stream_token_ttl_s: float = Field(30.0, validation_alias=_env("STREAM_TOKEN_TTL_SECONDS"))
     max_message_bytes: int = Field(64 * 1024, validation_alias=_env("MAX_STREAM_MESSAGE_BYTES"))
+
+    record_calls: bool = Field(
+        True, validation_alias=_env("RECORD_CALLS"),
+        description="Both legs of each call to data_dir/recordings (a flow may turn it off).",
+    )
+    model_timeout_s: float = Field(
+        20.0, validation_alias=_env("MODEL_TIMEOUT_SECONDS"),
+        description="A model silent this long mid-turn counts as failed (the fallback plays).",
+    )
+    fallback_text: str = Field(
+        "I'm sorry, I'm having trouble right now. Please call again later. Goodbye.",
+        validation_alias=_env("FALLBACK_TEXT"),
+        description="What the caller hears when the model fails, before goodbye or transfer.",
+    )
+    fallback_transfer_to: str = Field(
+        "", validation_alias=_env("FALLBACK_TRANSFER_TO"),
+        description="Transfer here (E.164) after the apology instead of hanging up.",
+    )
 
     whisper_model_dir: Path | None = Field(None, validation_alias=_env("WHISPER_MODEL_DIR"))
     piper_voice_path: Path | None = Field(None, validation_alias=_env("PIPER_VOICE_PATH"))
@@ -100,10 +152,11 @@ class Settings(BaseSettings):
     )
     webrtc_max_offer_bytes: int = Field(32 * 1024, validation_alias=_env("WEBRTC_MAX_OFFER_BYTES"))
     # The audio LLM in the slot (README, "Audio LLM backends").
-    audio_llm_backend: Literal["embedded", "workers", "openai"] = Field(
+    audio_llm_backend: Literal["embedded", "workers", "openai", "scripted"] = Field(
         "embedded", validation_alias=_env("AUDIO_LLM_BACKEND"),
         description="embedded: the CPU cascade in-process; workers: model workers over "
-        "websockets; openai: an OpenAI-compatible server (text out) plus Piper.",
+        "websockets; openai: an OpenAI-compatible server (text out) plus Piper; scripted: "
+        "canned replies without ASR, for load tests.",
     )
     audio_llm_workers: str = Field(
         "", validation_alias=_env("AUDIO_LLM_WORKERS"),

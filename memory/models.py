@@ -39,11 +39,15 @@ class Call(Base):
     transport: Mapped[str] = mapped_column(String(16), default="twilio")
     from_number: Mapped[str | None] = mapped_column(String(32))
     to_number: Mapped[str | None] = mapped_column(String(32))
+    direction: Mapped[str | None] = mapped_column(String(16))  # inbound | outbound
     status: Mapped[str] = mapped_column(String(16), default="ringing", index=True)
     end_reason: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Twilio's answering-machine detection: human, machine_start, machine_end_beep, fax, ...
+    answered_by: Mapped[str | None] = mapped_column(String(32))
+    transferred_to: Mapped[str | None] = mapped_column(String(64))  # cold transfer target
     # One-time stream token: its nonce, and when it was spent.
     token_nonce: Mapped[str | None] = mapped_column(String(64))
     token_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -44,6 +44,9 @@ class CallStore:
         from_number: str | None = None,
         to_number: str | None = None,
         token_nonce: str | None = None,
+        direction: str = "inbound",
+        status: str = "ringing",
+        flow_name: str | None = None,
     ) -> int:
         async with self._sessions.begin() as session:
             call = Call(
@@ -53,7 +56,9 @@ class CallStore:
                 from_number=from_number,
                 to_number=to_number,
                 token_nonce=token_nonce,
-                status="ringing",
+                direction=direction,
+                status=status,
+                flow_name=flow_name,
             )
             session.add(call)
             await session.flush()
@@ -98,6 +103,47 @@ class CallStore:
                 .values(flow_name=flow_name[:128], flow_version=flow_version[:64],
                         flow_path=list(flow_path), slots=dict(slots))
             )
+
+    async def set_recording(self, call_id: int, relative_path: str) -> None:
+        await self.update_call(call_id, recording_path=relative_path)
+
+    async def update_call(self, call_id: int, **values) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(update(Call).where(Call.id == call_id).values(**values))
+
+    async def record_outbound(
+        self, *, call_sid: str, account_sid: str, from_number: str, to_number: str,
+        flow_name: str | None,
+    ) -> int:
+        """Store a call we placed; its webhook may have been answered already."""
+        values = dict(direction="outbound", account_sid=account_sid, from_number=from_number,
+                      to_number=to_number, flow_name=flow_name)
+        existing = await self.call_by_sid(call_sid)
+        if existing is None:
+            try:
+                return await self.create_call(call_sid=call_sid, transport="twilio",
+                                              status="queued", **values)
+            except Exception:  # IntegrityError: the webhook created it meanwhile
+                existing = await self.call_by_sid(call_sid)
+                if existing is None:
+                    raise
+        await self.update_call(existing.id, **values)
+        return existing.id
+
+    async def call_by_sid(self, call_sid: str) -> Call | None:
+        async with self._sessions() as session:
+            return await session.scalar(select(Call).where(Call.call_sid == call_sid))
+
+    async def interrupt_unfinished(self) -> int:
+        """At start-up: calls a previous run left open were cut off by its stop."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Call)
+                .where(Call.ended_at.is_(None), Call.status.in_(("queued", "ringing",
+                                                                   "in-progress")))
+                .values(status="interrupted", end_reason="server-stopped", ended_at=utcnow())
+            )
+            return result.rowcount or 0
 
     async def add_turns(self, records: list[TurnRecord]) -> None:
         async with self._sessions.begin() as session:

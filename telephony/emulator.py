@@ -87,6 +87,7 @@ class CallResult:
     errors: list[str] = field(default_factory=list)  # Twilio error codes with details
     close_code: int | None = None
     hung_up_by: str = ""
+    max_gap_ms: float = 0.0  # longest playout underrun inside an agent utterance
 
     def agent_audio(self) -> bytes:
         return b"".join(bytes(u.pcm) for u in self.utterances)
@@ -104,14 +105,19 @@ class TwilioCaller:
         from_number: str = "+15550100001",
         to_number: str = "+15550100002",
         public_url: str | None = None,
+        call_sid: str | None = None,
+        extra_params: dict[str, str] | None = None,
     ):
+        """`call_sid` and `extra_params` (Direction, AnsweredBy) make it an outbound call
+        that callwright placed."""
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
         self.validator = RequestValidator(auth_token)
         self.account_sid = account_sid
         self.from_number = from_number
         self.to_number = to_number
-        self.call_sid = sid("CA")
+        self.call_sid = call_sid or sid("CA")
+        self.extra_params = extra_params or {}
         self.stream_sid = sid("MZ")
 
     def webhook_params(self) -> dict[str, str]:
@@ -123,17 +129,22 @@ class TwilioCaller:
             "Direction": "inbound",
             "From": self.from_number,
             "To": self.to_number,
+            **self.extra_params,
         }
 
     async def post_webhook(self, params: dict[str, str] | None = None) -> httpx.Response:
-        params = params or self.webhook_params()
-        url = f"{self.public_url}/twilio/voice"
-        signature = self.validator.compute_signature(url, params)
+        return await self.post_signed("/twilio/voice", params or self.webhook_params())
+
+    async def post_status(self, status: str, **extra: str) -> httpx.Response:
+        """A status callback for this call, as Twilio sends it."""
+        params = {**self.webhook_params(), "CallStatus": status, "CallDuration": "0", **extra}
+        return await self.post_signed("/twilio/status", params)
+
+    async def post_signed(self, path: str, params: dict[str, str]) -> httpx.Response:
+        signature = self.validator.compute_signature(f"{self.public_url}{path}", params)
         async with httpx.AsyncClient() as client:
             return await client.post(
-                f"{self.base_url}/twilio/voice",
-                data=params,
-                headers={"X-Twilio-Signature": signature},
+                f"{self.base_url}{path}", data=params, headers={"X-Twilio-Signature": signature}
             )
 
     @staticmethod
@@ -324,6 +335,9 @@ class StreamSession:
                 self.result.errors.append("31924 WAV header in payload")
                 return
             pcm = audioop.ulaw2lin(payload, 2)
+            underrun = now - self._playout_end
+            if 0.0 < underrun < 0.6 and self.result.utterances:  # the caller heard a hole
+                self.result.max_gap_ms = max(self.result.max_gap_ms, underrun * 1000)
             start = max(now, self._playout_end)
             self._playout_end = start + len(payload) / RATE
             if rms(pcm) > SPEECH_RMS:

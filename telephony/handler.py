@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pipecat.observers.base_observer import BaseObserver
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 
 
@@ -18,5 +19,7 @@ class CallHandler(Protocol):
         sample_rate: int,
         observers: Sequence[BaseObserver] = (),
         flow: str | None = None,
+        control: Sequence[FrameProcessor] = (),
     ) -> None:
-        """Run the conversation (the default flow, or `flow`) until it ends."""
+        """Run the conversation (the default flow, or `flow`) until it ends; `control`
+        processors see the agent's frames once played (transfer, hang-up)."""

@@ -1,4 +1,4 @@
-"""Twilio voice webhook and Media Stream websocket."""
+"""Twilio voice webhook, Media Stream websocket, and the status callbacks."""
 
 from __future__ import annotations
 
@@ -12,70 +12,138 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from memory.models import Call
 from memory.store import CallStore
 from telephony import tokens
 from telephony.handler import CallHandler
-from telephony.twilio_rest import hang_up
+from telephony.lines import Lines
+from telephony.numbers import mask_number
+from telephony.twilio_control import TwilioCallControl
+from telephony.twilio_rest import TwilioAccount, hang_up
 from telephony.twilio_serializer import TwilioMediaStreamSerializer
 
 TWILIO_SAMPLE_RATE = 8000
 POLICY_VIOLATION = 1008
 START_TIMEOUT_S = 10.0
+FINISH_RETRY_S = 120.0  # how long a call's final state waits for an absent database
+BUSY_MESSAGE = "All our lines are busy right now. Please call again later. Goodbye."
+TERMINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class TwilioConfig:
     public_url: str  # https://host[:port], exactly as configured in Twilio
     stream_url: str  # wss://host/twilio/stream
-    account_sid: str
-    auth_token: str
-    api_base_url: str
+    account: TwilioAccount
     signing_key: bytes
     token_ttl_s: float
     max_message_bytes: int
+    transfer_allow: tuple[str, ...] = ()
+    voicemail_action: str = "speak"  # "speak" (leave the opening as a message) or "hangup"
 
 
-def mask_number(number: str | None) -> str:
-    return f"…{number[-4:]}" if number and len(number) > 4 else "?"
-
-
-def create_router(*, config: TwilioConfig, store: CallStore, handler: CallHandler) -> APIRouter:
+def create_router(
+    *, config: TwilioConfig, store: CallStore, handler: CallHandler, lines: Lines
+) -> APIRouter:
     router = APIRouter(prefix="/twilio", tags=["twilio"])
-    validator = RequestValidator(config.auth_token)
+    validator = RequestValidator(config.account.auth_token)
+    live: dict[str, TwilioCallControl] = {}  # call SID -> its control, while streaming
 
-    @router.post("/voice")
-    async def voice(request: Request) -> Response:
+    async def signed_form(request: Request) -> dict[str, str]:
         form = await request.form()
         params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
         url = config.public_url + request.url.path
         if request.url.query:
             url += "?" + request.url.query
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not validator.validate(url, params, signature):
-            logger.warning(f"voice webhook: bad signature for {url}")
+        if not validator.validate(url, params, request.headers.get("X-Twilio-Signature", "")):
+            logger.warning(f"{request.url.path}: bad signature for {url}")
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
-        call_sid = params.get("CallSid", "")
-        if not call_sid.startswith("CA"):
+        if not params.get("CallSid", "").startswith("CA"):
             raise HTTPException(status_code=400, detail="CallSid is missing")
+        return params
+
+    @router.post("/voice")
+    async def voice(request: Request) -> Response:
+        params = await signed_form(request)
+        call_sid = params["CallSid"]
+        answered_by = params.get("AnsweredBy")
+        existing = await store.call_by_sid(call_sid)
+        placed_by_us = existing is not None and existing.direction == "outbound" and (
+            existing.token_nonce is None and existing.ended_at is None
+        )
+        if existing is not None and not placed_by_us:  # a retried or replayed webhook
+            logger.warning(f"call {call_sid}: webhook for a call already answered")
+            raise HTTPException(status_code=409, detail="call already exists")
+        if not lines.admit(call_sid):
+            logger.warning(f"call {call_sid}: all {lines.max_calls} lines busy"
+                           f"{' (draining)' if lines.draining else ''}; refusing politely")
+            return _twiml(_busy())
+        if answered_by and _is_machine(answered_by) and config.voicemail_action == "hangup":
+            lines.connected(call_sid)  # no stream will come
+            logger.info(f"call {call_sid}: answered by {answered_by}; hanging up")
+            await _store_finish(store, call_sid, existing, params, "voicemail")
+            return _twiml(_hangup())
         token, issued = tokens.issue(config.signing_key, call_sid, config.token_ttl_s)
-        try:
-            await store.create_call(
-                call_sid=call_sid,
-                transport="twilio",
-                account_sid=params.get("AccountSid"),
-                from_number=params.get("From"),
-                to_number=params.get("To"),
-                token_nonce=issued.nonce,
-            )
-        except Exception as exc:  # a retried webhook for a call we already answered
-            logger.warning(f"call {call_sid}: not created ({exc.__class__.__name__})")
-            raise HTTPException(status_code=409, detail="call already exists") from None
-        logger.info(f"call {call_sid}: answering {mask_number(params.get('From'))}")
+        if existing is None:
+            try:
+                call_id = await store.create_call(
+                    call_sid=call_sid, transport="twilio", account_sid=params.get("AccountSid"),
+                    from_number=params.get("From"), to_number=params.get("To"),
+                    token_nonce=issued.nonce,
+                    direction="outbound" if params.get("Direction", "").startswith("outbound")
+                    else "inbound",
+                )
+            except Exception as exc:  # the same webhook twice at once
+                lines.connected(call_sid)
+                logger.warning(f"call {call_sid}: not created ({exc.__class__.__name__})")
+                raise HTTPException(status_code=409, detail="call already exists") from None
+        else:
+            call_id = existing.id
+            await store.update_call(call_id, token_nonce=issued.nonce, status="ringing")
+        if answered_by:
+            await store.update_call(call_id, answered_by=answered_by[:32])
+        who = params.get("To") if placed_by_us else params.get("From")
+        logger.info(f"call {call_sid}: answering {mask_number(who)}"
+                    f"{f' (answered by {answered_by})' if answered_by else ''}")
         response = VoiceResponse()
         connect = Connect()
-        connect.stream(url=config.stream_url).parameter(name="token", value=token)
+        stream = connect.stream(url=config.stream_url)
+        stream.parameter(name="token", value=token)
+        if answered_by:
+            stream.parameter(name="answeredBy", value=answered_by)
         response.append(connect)
-        return Response(content=str(response), media_type="application/xml")
+        return _twiml(response)
+
+    @router.post("/status")
+    async def status(request: Request) -> Response:
+        """Twilio's call status callback: closes calls whose stream never closed them."""
+        params = await signed_form(request)
+        call_sid, call_status = params["CallSid"], params.get("CallStatus", "")
+        if call_status not in TERMINAL_STATUSES:
+            return Response(status_code=204)
+        if call_sid in live:
+            return Response(status_code=204)  # the stream is still up; it closes the call
+        call = await store.call_by_sid(call_sid)
+        if call is not None and call.ended_at is None:
+            lines.connected(call_sid)
+            logger.info(f"call {call_sid}: closed by status callback ({call_status})")
+            await store.finish_call(call.id, status=call_status[:16],
+                                    reason=f"twilio-{call_status}")
+        return Response(status_code=204)
+
+    @router.post("/amd")
+    async def amd(request: Request) -> Response:
+        """Asynchronous answering-machine detection: the result arrives mid-call."""
+        params = await signed_form(request)
+        call_sid, answered_by = params["CallSid"], params.get("AnsweredBy", "unknown")
+        call = await store.call_by_sid(call_sid)
+        if call is not None:
+            await store.update_call(call.id, answered_by=answered_by[:32])
+        if control := live.get(call_sid):
+            hang_up_now = _is_machine(answered_by) and config.voicemail_action == "hangup"
+            await control.answered(answered_by, end_call=hang_up_now)
+        logger.info(f"call {call_sid}: answered by {answered_by}")
+        return Response(status_code=204)
 
     @router.websocket("/stream")
     async def stream(websocket: WebSocket) -> None:
@@ -92,7 +160,8 @@ def create_router(*, config: TwilioConfig, store: CallStore, handler: CallHandle
             await _close(websocket, "no valid start event")
             return
         call_sid, stream_sid = start["callSid"], start["streamSid"]
-        params = start.get("customParameters") or {}
+        params = start.get("customParameters")
+        params = params if isinstance(params, dict) else {}
         try:
             token = tokens.verify(config.signing_key, params.get("token"))
             if token.call_sid != call_sid:
@@ -127,30 +196,91 @@ def create_router(*, config: TwilioConfig, store: CallStore, handler: CallHandle
         async def _on_disconnected(_transport, _ws):
             dropped.set()
 
+        control = TwilioCallControl(account=config.account, call_sid=call_sid,
+                                    transfer_allow=config.transfer_allow,
+                                    answered_by=str(params.get("answeredBy") or "") or None)
+        live[call_sid] = control
+        lines.connected(call_sid)
         logger.info(f"call {call_sid}: stream {stream_sid} started")
         status, reason = "completed", "agent-hangup"
         try:
-            await handler.run_call(
-                transport=transport, call_id=call_id, sample_rate=TWILIO_SAMPLE_RATE
-            )
+            await handler.run_call(transport=transport, call_id=call_id,
+                                   sample_rate=TWILIO_SAMPLE_RATE, control=[control])
         except Exception:
             logger.exception(f"call {call_sid}: pipeline failed")
             status, reason = "failed", "pipeline-error"
-        if serializer.stopped:
+        finally:
+            live.pop(call_sid, None)
+        if lines.cutting_off:
+            status, reason = "interrupted", "server-stopped"
+        elif control.transferred_to:
+            reason = "transferred"
+        elif serializer.stopped:
             reason = "caller-hangup"
         elif dropped.is_set():
             status, reason = "failed", "stream-dropped"
         else:
-            await hang_up(
-                account_sid=config.account_sid,
-                auth_token=config.auth_token,
-                base_url=config.api_base_url,
-                call_sid=call_sid,
-            )
-        await store.finish_call(call_id, status=status, reason=reason)
+            await hang_up(config.account, call_sid)
+        await _finish(store, call_id, status=status, reason=reason,
+                      transferred_to=control.transferred_to)
         logger.info(f"call {call_sid}: ended ({reason})")
 
     return router
+
+
+def _is_machine(answered_by: str) -> bool:
+    return answered_by.startswith("machine") or answered_by == "fax"
+
+
+def _twiml(response: VoiceResponse) -> Response:
+    return Response(content=str(response), media_type="application/xml")
+
+
+def _busy() -> VoiceResponse:
+    response = VoiceResponse()
+    response.say(BUSY_MESSAGE)
+    response.hangup()
+    return response
+
+
+def _hangup() -> VoiceResponse:
+    response = VoiceResponse()
+    response.hangup()
+    return response
+
+
+async def _store_finish(
+    store: CallStore, call_sid: str, existing: Call | None, params: dict[str, str], reason: str
+) -> None:
+    """A call that ends at the webhook (an answering machine we hang up on)."""
+    if existing is None:
+        call_id = await store.create_call(
+            call_sid=call_sid, transport="twilio", account_sid=params.get("AccountSid"),
+            from_number=params.get("From"), to_number=params.get("To"), direction="outbound",
+        )
+    else:
+        call_id = existing.id
+    await store.update_call(call_id, answered_by=params.get("AnsweredBy", "")[:32])
+    await store.finish_call(call_id, status="completed", reason=reason)
+
+
+async def _finish(store: CallStore, call_id: int, **fields) -> None:
+    """Store how the call ended, waiting out a database that is briefly away."""
+    transferred_to = fields.pop("transferred_to", None)
+    delay, deadline = 0.5, asyncio.get_running_loop().time() + FINISH_RETRY_S
+    while True:
+        try:
+            if transferred_to:
+                await store.update_call(call_id, transferred_to=transferred_to[:64])
+            await store.finish_call(call_id, **fields)
+            return
+        except Exception as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                logger.error(f"call {call_id}: end not stored ({exc!r})")
+                return
+            logger.warning(f"call {call_id}: storing its end failed ({exc!r}); retrying")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 async def _read_start(websocket: WebSocket) -> dict:

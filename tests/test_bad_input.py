@@ -3,6 +3,7 @@
 import asyncio
 import json
 
+import httpx
 import pytest
 
 from telephony.emulator import CallResult, StreamSession, TwilioCaller
@@ -73,6 +74,14 @@ async def test_garbage_is_skipped_while_another_call_runs(server):
     assert stored["status"] == "failed" and stored["end_reason"] == "stream-dropped"
     assert [t["speaker"] for t in stored["turns"]][:3] == ["agent", "caller", "agent"]
     assert "sunday" in stored["turns"][1]["text"].lower()
+    # The dropped call released its pipeline and model session.
+    async with httpx.AsyncClient() as client:
+        for _ in range(50):
+            health = (await client.get(f"{server.url}/healthz")).json()
+            if health["active_calls"] == 0:
+                break
+            await asyncio.sleep(0.2)
+    assert health["active_calls"] == 0, health
     log = server.log()
     for reason in ("invalid JSON", "unknown event", "not base64", "binary frame",
                    "exceeds", "without a payload", "dtmf without a digit", "mark without"):

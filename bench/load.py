@@ -1,0 +1,155 @@
+"""Concurrent Twilio calls over loopback: how many the server holds at real time.
+
+Starts `callwright serve`, keeps N simulated callers busy for a fixed time (each call:
+greeting, one question, goodbye; then the next call), and prints calls held at real
+time (no playout gap over 100 ms at the caller), voice-to-voice p50/p90, the server's
+CPU and peak memory, and turns lost. Then 500 short calls back to back (10 at a time)
+and the server's memory growth across them (leak check).
+
+    python bench/load.py --calls 25 --seconds 60 --backend scripted
+    python bench/load.py --calls 4 --seconds 60 --backend embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from telephony.emulator import CallResult, StreamSession, TwilioCaller  # noqa: E402
+from telephony.rest_standin import TwilioRestStandIn  # noqa: E402
+from tests.support import ACCOUNT_SID, AUTH_TOKEN, caller, speech_8k, start_server  # noqa: E402
+
+GAP_LIMIT_MS = 100.0
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else 0.0
+
+
+class Sampler:
+    """The server's CPU and peak RSS while the load runs."""
+
+    def __init__(self, pid: int):
+        self.process = psutil.Process(pid)
+        self.peak_rss = 0
+        self._task = asyncio.create_task(self._run())
+        self._cpu0 = self.process.cpu_times()
+        self._t0 = time.monotonic()
+
+    async def _run(self) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            await asyncio.sleep(0.5)
+
+    def stop(self) -> float:
+        """Cores used on average."""
+        self._task.cancel()
+        cpu = self.process.cpu_times()
+        used = (cpu.user + cpu.system) - (self._cpu0.user + self._cpu0.system)
+        return used / (time.monotonic() - self._t0)
+
+
+async def load(server, calls: int, seconds: float, lines: list[bytes]) -> None:
+    deadline = time.monotonic() + seconds
+    results: list[tuple[str, CallResult]] = []
+
+    async def one_caller(i: int) -> None:
+        await asyncio.sleep(i * 0.2)  # stagger, as real arrivals are
+        while time.monotonic() < deadline:
+            twilio = caller(server, from_number=f"+1555020{i:04d}")
+            results.append((twilio.call_sid, await twilio.call(lines, end_timeout_s=10)))
+
+    sampler = Sampler(server.process.pid)
+    await asyncio.gather(*(one_caller(i) for i in range(calls)))
+    cores = sampler.stop()
+    await asyncio.sleep(2)  # the last turns reach the database
+    held = sum(1 for _, r in results if r.max_gap_ms <= GAP_LIMIT_MS and not r.errors)
+    latencies = [ms for _, r in results for ms in r.latencies_ms]
+    lost = 0
+    for call_sid, result in results:
+        turns = (await server.call_by_sid(call_sid))["turns"]
+        expected = 1 + 2 * len(result.latencies_ms)  # greeting, then a line and its reply
+        lost += max(0, expected - len(turns))
+    print(f"{calls} concurrent callers for {seconds:.0f} s: {len(results)} calls")
+    print(f"  held at real time (no gap > {GAP_LIMIT_MS:.0f} ms): {held}/{len(results)}; "
+          f"worst gap {max((r.max_gap_ms for _, r in results), default=0):.0f} ms")
+    print(f"  voice-to-voice p50 {pct(latencies, 0.5):.0f} ms, p90 {pct(latencies, 0.9):.0f} ms "
+          f"({len(latencies)} replies)")
+    print(f"  server CPU {cores:.2f} cores, peak RSS {sampler.peak_rss / 2**20:.0f} MB")
+    print(f"  turns lost: {lost}")
+
+
+async def short_calls(server, total: int, parallel: int = 10) -> None:
+    process = psutil.Process(server.process.pid)
+    started_calls = finished = 0
+    rss: list[int] = []
+
+    async def one() -> None:
+        twilio = caller(server)
+        url, custom = TwilioCaller.parse_twiml((await twilio.post_webhook()).text)
+        async with twilio.connect(url) as ws:
+            session = StreamSession(ws, twilio, CallResult(call_sid=twilio.call_sid,
+                                                           stream_sid=twilio.stream_sid,
+                                                           twiml=""))
+            await session.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await session.send(twilio.start_message(custom))
+            session.begin()
+            await asyncio.sleep(1.0)
+            await session.send({"event": "stop", "sequenceNumber": session.seq(),
+                                "streamSid": twilio.stream_sid,
+                                "stop": {"accountSid": ACCOUNT_SID, "callSid": twilio.call_sid}})
+            await session.stop()
+
+    async def worker() -> None:
+        nonlocal started_calls, finished
+        while started_calls < total:
+            started_calls += 1
+            await one()
+            finished += 1
+            if finished % 50 == 0:
+                rss.append(process.memory_info().rss)
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    print(f"{total} short calls in {time.monotonic() - started:.0f} s: server RSS after 50 "
+          f"{rss[0] / 2**20:.0f} MB, after {total} {rss[-1] / 2**20:.0f} MB "
+          f"(growth {(rss[-1] - rss[0]) / 2**20:+.0f} MB); by 50s: "
+          + ", ".join(f"{r / 2**20:.0f}" for r in rss))
+
+
+async def main(args: argparse.Namespace) -> None:
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    rest = TwilioRestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    await rest.serve()
+    server = start_server(Path(tempfile.mkdtemp(prefix="cw-load-")), rest_url=rest.base_url,
+                          AUDIO_LLM_BACKEND=args.backend, MAX_CALLS=args.calls + 10,
+                          LOG_LEVEL="WARNING", RECORD_CALLS=int(not args.no_record))
+    try:
+        lines = [speech_8k("What time do you open on Sunday?"), speech_8k("No thanks, goodbye.")]
+        await load(server, args.calls, args.seconds, lines)
+        if args.short_calls:
+            await short_calls(server, args.short_calls)
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    finally:
+        server.stop()
+        await rest.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--backend", choices=["embedded", "scripted"], default="scripted")
+    parser.add_argument("--short-calls", type=int, default=500)
+    parser.add_argument("--no-record", action="store_true")
+    asyncio.run(main(parser.parse_args()))

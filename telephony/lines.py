@@ -1,0 +1,44 @@
+"""How many calls this worker takes: a maximum, and a drain for graceful shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class Lines:
+    """Admits a new call only below `max_calls` and while not draining.
+
+    A call counts from the moment its webhook is answered (its stream is still to come)
+    until its pipeline ends, so a burst of webhooks cannot overshoot the maximum.
+    """
+
+    def __init__(self, *, max_calls: int, active: Callable[[], int], pending_ttl_s: float):
+        self.max_calls = max_calls
+        self._active = active
+        self._pending: dict[str, float] = {}  # call SID -> when its answer expires
+        self._pending_ttl_s = pending_ttl_s
+        self.draining = False
+        self.cutting_off = False  # the drain's bound passed: running calls are being cut
+
+    @property
+    def in_use(self) -> int:
+        now = time.monotonic()
+        self._pending = {sid: until for sid, until in self._pending.items() if until > now}
+        return self._active() + len(self._pending)
+
+    def admit(self, call_sid: str) -> bool:
+        if self.draining or self.in_use >= self.max_calls:
+            return False
+        self._pending[call_sid] = time.monotonic() + self._pending_ttl_s
+        return True
+
+    def connected(self, call_sid: str) -> None:
+        """The call's stream is up: from now on the pipeline counts it."""
+        self._pending.pop(call_sid, None)
+
+    def drain(self) -> None:
+        self.draining = True
+
+    def cut_off(self) -> None:
+        self.cutting_off = True

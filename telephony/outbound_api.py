@@ -1,0 +1,43 @@
+"""`POST /api/calls/outbound`: place a call, behind the API's bearer tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from memory.store import CallStore
+from telephony.outbound import Dialer, DialRefused
+
+
+class OutboundCall(BaseModel):
+    to: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164 number")
+    flow: str | None = Field(None, max_length=128)
+
+
+class PlacedCall(BaseModel):
+    id: int
+    call_sid: str
+
+
+def create_router(*, store: CallStore, dialer: Dialer) -> APIRouter:
+    bearer = HTTPBearer(auto_error=False)
+
+    async def authorised(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> None:
+        if credentials is None or not await store.api_token_valid(credentials.credentials):
+            raise HTTPException(status_code=401, detail="a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(authorised)])
+
+    @router.post("/calls/outbound", response_model=PlacedCall, status_code=201)
+    async def place(body: OutboundCall) -> PlacedCall:
+        try:
+            call_id, call_sid = await dialer.dial(body.to, flow=body.flow)
+        except DialRefused as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        return PlacedCall(id=call_id, call_sid=call_sid)
+
+    return router
