@@ -41,9 +41,14 @@ class CallOut(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     recording_path: str | None
+    flow_name: str | None
+    flow_version: str | None
 
 
 class CallDetail(CallOut):
+    flow_path: list | None
+    slots: dict | None
+    summary: str | None
     turns: list[TurnOut]
 
 

@@ -95,9 +95,11 @@ class TurnRequest:
     """One turn: the caller's audio (None when the agent opens the call) and context.
 
     With `tool_results` and no audio, the model continues its own turn after tools ran.
+    With `dtmf`, the caller's turn was keys pressed, not speech.
     """
 
     audio: bytes | None
+    dtmf: str = ""
     history: tuple[ContextTurn, ...] = ()
     instructions: str = ""
     tools: tuple[dict, ...] = field(default_factory=tuple)
@@ -129,9 +131,6 @@ class AudioLLMSession(ABC):
 
     async def truncate(self, heard_text: str) -> None:  # noqa: B027 - optional hook
         """The caller only heard `heard_text` of the last turn (when `truncation`)."""
-
-    async def on_dtmf(self, digit: str) -> None:  # noqa: B027 - optional hook
-        """The caller pressed a key ("0"-"9", "*", "#"); flows read menus and numbers here."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the conversation's resources."""

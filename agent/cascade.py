@@ -119,7 +119,14 @@ class CascadeSession(AudioLLMSession):
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         self._cancelled = False
-        if request.audio is None:
+        if request.dtmf:
+            yield CallerText(text=f"(keypad) {request.dtmf}")
+            answer = getattr(self._policy, "dtmf", None)  # optional on a ReplyPolicy
+            if answer is None:
+                yield EndOfTurn()
+                return
+            reply = await answer(request.dtmf)
+        elif request.audio is None:
             reply = await self._policy.opening()
         else:
             text = await self._transcribe(request.audio)
@@ -139,11 +146,6 @@ class CascadeSession(AudioLLMSession):
                 return
             yield AudioChunk(audio=audio, sample_rate=rate)
         yield EndOfTurn(end_call=reply.end_call)
-
-    async def on_dtmf(self, digit: str) -> None:
-        on_dtmf = getattr(self._policy, "on_dtmf", None)  # optional on a ReplyPolicy
-        if on_dtmf is not None:
-            await on_dtmf(digit)
 
     async def cancel(self) -> None:
         self._cancelled = True

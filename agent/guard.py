@@ -45,8 +45,6 @@ class GuardedSession(AudioLLMSession):
     async def truncate(self, heard_text: str) -> None:
         await self._inner.truncate(heard_text)
 
-    async def on_dtmf(self, digit: str) -> None:
-        await self._inner.on_dtmf(digit)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -12,6 +12,7 @@ from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.dtmf_aggregator import DTMFAggregator
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
@@ -21,7 +22,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from agent.models import ModelPaths
-from agent.slot import AudioLLMSlot, SlotFallback
+from agent.slot import DTMF_PREFIX, AudioLLMSlot, SlotFallback
 from agent.turns import TranscriptAwareTurnStopStrategy
 
 
@@ -61,6 +62,8 @@ def build_call_worker(
             transport.input(),
             VADProcessor(vad_analyzer=vad),
             user_turns,
+            # Keys pressed become one turn of digits, after "#" or 2 s without a key.
+            DTMFAggregator(prefix=DTMF_PREFIX),
             AudioLLMSlot(session=session, instructions=instructions, fallback=fallback),
             recorder,
             transport.output(),

@@ -25,8 +25,8 @@ class ReplyPolicy(Protocol):
 
     async def reply(self, caller_text: str) -> Reply: ...
 
-    # Optional: `async def on_dtmf(self, digit: str) -> None`, called for each key the
-    # caller presses (the cascade forwards `AudioLLMSession.on_dtmf`).
+    # Optional: `async def dtmf(self, digits: str) -> Reply`, the answer to keys the caller
+    # pressed (a turn of digits, gathered by pipecat's DTMFAggregator).
 
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that'?s all|hang up|no,? thanks?( you)?)\b", re.I)

@@ -21,7 +21,6 @@ from pipecat.frames.frames import (
     EndTaskFrame,
     Frame,
     InputAudioRawFrame,
-    InputDTMFFrame,
     InterruptionFrame,
     StartFrame,
     TranscriptionFrame,
@@ -54,6 +53,7 @@ from agent.frames import (
     TransferCallFrame,
 )
 
+DTMF_PREFIX = "DTMF: "  # what pipecat's DTMFAggregator puts before the digits
 PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
 
@@ -152,8 +152,11 @@ class AudioLLMSlot(FrameProcessor):
         elif isinstance(frame, PlaybackMarkedFrame):
             await self._on_mark(frame.mark)
             return
-        elif isinstance(frame, InputDTMFFrame):
-            await self._session.on_dtmf(frame.button.value)
+        elif isinstance(frame, TranscriptionFrame) and frame.text.startswith(DTMF_PREFIX):
+            # Keys gathered by pipecat's DTMFAggregator: a caller turn of digits ("#" ends it).
+            digits = frame.text.removeprefix(DTMF_PREFIX).removesuffix("#")
+            self._start_turn(None, dtmf=digits or "#")
+            return
         await self.push_frame(frame, direction)
 
     def _on_audio(self, audio: bytes, sample_rate: int) -> None:
@@ -177,11 +180,11 @@ class AudioLLMSlot(FrameProcessor):
                                        finalized=True)
             await self.push_frame(frame, FrameDirection.UPSTREAM)
 
-    def _start_turn(self, audio: bytes | None) -> None:
+    def _start_turn(self, audio: bytes | None, *, dtmf: str = "") -> None:
         if self._task and not self._task.done():
             self._task.cancel()
         request = TurnRequest(
-            audio=audio, history=tuple(self._history), instructions=self._instructions
+            audio=audio, dtmf=dtmf, history=tuple(self._history), instructions=self._instructions
         )
         caller_span = (self._speech_start_ms, self._ms(self._speech_end or time.monotonic()))
         self._task = self.create_task(self._run_turn(request, caller_span), "audio-llm-turn")

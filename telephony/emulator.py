@@ -265,6 +265,14 @@ class StreamSession:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def press(self, digits: str) -> float:
+        """Keypad presses as Twilio reports them (bidirectional streams only); returns when."""
+        for digit in digits:
+            await self.send({"event": "dtmf", "sequenceNumber": self.seq(),
+                             "streamSid": self.caller.stream_sid,
+                             "dtmf": {"track": "inbound_track", "digit": digit}})
+        return time.monotonic()
+
     async def speak(self, pcm8k: bytes) -> float:
         """Queue a line; returns the time its first chunk goes out."""
         ulaw = audioop.lin2ulaw(pcm8k, 2)

@@ -1,0 +1,35 @@
+"""Keys the caller presses reach the flow as one turn of digits, over the Twilio protocol."""
+
+import asyncio
+
+import pytest
+
+from tests.support import caller, start_server, transcribe_8k
+from tests.test_bad_input import _open
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_keypad_choice_moves_the_flow(tmp_path, rest_standin):
+    server = start_server(tmp_path, rest_url=rest_standin.base_url, DEFAULT_FLOW="support")
+    try:
+        twilio = caller(server)
+        ws, session, result = await _open(twilio)
+        await session.wait_reply(1.0, 25)  # "Nimbus Internet support ... press 1 ..."
+        pressed = await session.press("2#")  # billing, ended with the pound key
+        await session.wait_reply(1.0, 20, after=pressed)
+        reply = transcribe_8k(bytes(result.utterances[-1].pcm)).lower()
+        await session.stop()
+        await ws.close()
+        for _ in range(50):
+            call = await server.call_by_sid(twilio.call_sid)
+            if call["ended_at"]:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        server.stop()
+    assert call["flow_name"] == "support"
+    assert call["flow_path"][:2] == ["triage", "account"], call["flow_path"]
+    caller_turns = [t["text"] for t in call["turns"] if t["speaker"] == "caller"]
+    assert caller_turns[0] == "(keypad) 2"
+    assert "account" in reply or "bill" in reply, reply
