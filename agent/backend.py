@@ -50,13 +50,16 @@ class ToolCall:
 
 @dataclass(frozen=True, kw_only=True)
 class EndOfTurn:
-    """The agent's turn is complete; `end_call` asks to hang up once it has been heard.
+    """The agent's turn is complete; `end_call` asks to hang up once it has been heard,
+    `transfer_to` to hand the call to that number, `dtmf` to play those tones after it.
 
     `error` says the backend failed this turn (e.g. its model worker died): whatever
     was streamed before stands, and the caller should hear an apology, not silence.
     """
 
     end_call: bool = False
+    transfer_to: str | None = None
+    dtmf: str = ""
     error: str | None = None
 
 

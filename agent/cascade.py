@@ -145,7 +145,7 @@ class CascadeSession(AudioLLMSession):
             if self._cancelled:
                 return
             yield AudioChunk(audio=audio, sample_rate=rate)
-        yield EndOfTurn(end_call=reply.end_call)
+        yield EndOfTurn(end_call=reply.end_call, transfer_to=reply.transfer_to, dtmf=reply.dtmf)
 
     async def cancel(self) -> None:
         self._cancelled = True

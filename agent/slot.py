@@ -22,6 +22,8 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InterruptionFrame,
+    KeypadEntry,
+    OutputDTMFFrame,
     StartFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
@@ -216,6 +218,7 @@ class AudioLLMSlot(FrameProcessor):
                     logger.warning(f"{self}: tool call {event.name} ignored: no tools in scope")
                 elif isinstance(event, EndOfTurn):
                     turn.end_call = event.end_call
+                    await self._after_speech(event)
                     break
                 last = now
         except asyncio.CancelledError:
@@ -235,6 +238,13 @@ class AudioLLMSlot(FrameProcessor):
         self._ack_timeout = asyncio.get_running_loop().call_later(
             max(remaining, 0.1), lambda: self.create_task(self._on_mark(turn.last_mark or ""))
         )
+
+    async def _after_speech(self, end: EndOfTurn) -> None:
+        """Tones and transfers queue behind the turn's audio: they happen once it is heard."""
+        for key in end.dtmf:
+            await self.push_frame(OutputDTMFFrame(button=KeypadEntry(key)))
+        if end.transfer_to:
+            await self.push_frame(TransferCallFrame(to=end.transfer_to))
 
     async def _fail_over(self, turn: _AgentTurn) -> None:
         """The model failed: apologise, then end the call or transfer it."""

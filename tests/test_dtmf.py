@@ -33,3 +33,30 @@ async def test_keypad_choice_moves_the_flow(tmp_path, rest_standin):
     caller_turns = [t["text"] for t in call["turns"] if t["speaker"] == "caller"]
     assert caller_turns[0] == "(keypad) 2"
     assert "account" in reply or "bill" in reply, reply
+
+
+async def test_flow_transfer_to_a_human(tmp_path, rest_standin):
+    """Pressing 0 asks for an agent: the flow announces it, then the call is handed over."""
+    server = start_server(tmp_path, rest_url=rest_standin.base_url, DEFAULT_FLOW="support",
+                          TRANSFER_ALLOW='["+1415555*"]')
+    try:
+        twilio = caller(server)
+        ws, session, result = await _open(twilio)
+        await session.wait_reply(1.0, 25)
+        pressed = await session.press("0#")
+        await session.wait_reply(1.0, 20, after=pressed)
+        announcement = transcribe_8k(bytes(result.utterances[-1].pcm)).lower()
+        await asyncio.wait_for(session.closed.wait(), 15)  # Twilio runs <Dial>; we hang up
+        await session.stop()
+        for _ in range(50):
+            call = await server.call_by_sid(twilio.call_sid)
+            if call["ended_at"]:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        server.stop()
+    assert "transferring" in announcement, announcement
+    assert call["end_reason"] == "transferred" and call["flow_path"][-1] == "agent"
+    updates = [r for r in rest_standin.requests if r.path.endswith(f"{twilio.call_sid}.json")]
+    assert any("<Dial><Number>+14155550123</Number></Dial>" in r.form.get("Twiml", "")
+               for r in updates), updates
