@@ -56,15 +56,13 @@ class EmbeddedCascade(AudioLLM):
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
-        from faster_whisper import WhisperModel
         from piper import PiperVoice
+
+        from agent.asr import WhisperASR
 
         started = time.perf_counter()
         logger.info(f"Loading Whisper from {self._models.whisper_dir}")
-        self._whisper = WhisperModel(
-            str(self._models.whisper_dir), device="cpu", compute_type="int8",
-            cpu_threads=2, num_workers=2,
-        )
+        self._whisper = WhisperASR(model_dir=self._models.whisper_dir, beam_size=self._beam_size)
         logger.info(f"Loading Piper voice {self._models.piper_voice.name}")
         self._voice = PiperVoice.load(self._models.piper_voice)
         # One short synthesis and transcription warm the ONNX and CTranslate2 kernels,
@@ -83,12 +81,7 @@ class EmbeddedCascade(AudioLLM):
         )
 
     def transcribe(self, audio16k: bytes) -> str:
-        samples = np.frombuffer(audio16k, dtype=np.int16).astype(np.float32) / 32768.0
-        segments, _ = self._whisper.transcribe(
-            samples, language="en", beam_size=self._beam_size, without_timestamps=True,
-            condition_on_previous_text=False,
-        )
-        return " ".join(s.text.strip() for s in segments).strip()
+        return self._whisper.transcribe(audio16k)
 
     def synthesize(self, text: str) -> tuple[bytes, int]:
         chunks = list(self._voice.synthesize(text))
