@@ -15,13 +15,15 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_processor import UserTurnProcessor
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
+from agent.echo import PlayedAudio, PlayedAudioTap
+from agent.interruptions import BargeInStartStrategy, InterruptionSettings
 from agent.models import ModelPaths
 from agent.slot import AudioLLMSlot
+from agent.speakers import SpeakerSettings, SpeakerTracker
 from agent.turns import TranscriptAwareTurnStopStrategy
 
 
@@ -29,6 +31,9 @@ from agent.turns import TranscriptAwareTurnStopStrategy
 class TurnTakingSettings:
     vad_stop_secs: float = 0.2
     turn_stop_secs: float = 1.2  # the longest Smart Turn waits on an unfinished sentence
+    digit_wait_s: float = 1.5  # extra wait after the caller reads out digits
+    interruptions: InterruptionSettings = InterruptionSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
 
 
 def build_call_worker(
@@ -46,10 +51,16 @@ def build_call_worker(
         smart_turn_model_path=str(models.smart_turn),
         params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs),
     )
+    played = PlayedAudio()
+    tracker = SpeakerTracker(settings=turn_taking.speakers) if turn_taking.speakers.enabled else None
     user_turns = UserTurnProcessor(
         user_turn_strategies=UserTurnStrategies(
-            start=[VADUserTurnStartStrategy()],
-            stop=[TranscriptAwareTurnStopStrategy(turn_analyzer=turn_analyzer)],
+            start=[BargeInStartStrategy(
+                settings=turn_taking.interruptions, played=played, speakers=tracker
+            )],
+            stop=[TranscriptAwareTurnStopStrategy(
+                turn_analyzer=turn_analyzer, digit_wait_s=turn_taking.digit_wait_s
+            )],
         ),
     )
     pipeline = Pipeline(
@@ -57,9 +68,10 @@ def build_call_worker(
             transport.input(),
             VADProcessor(vad_analyzer=vad),
             user_turns,
-            AudioLLMSlot(session=session),
+            AudioLLMSlot(session=session, played=played, speaker_tracker=tracker),
             recorder,
             transport.output(),
+            PlayedAudioTap(played=played),
         ]
     )
     return PipelineWorker(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from loguru import logger
 
 from admin import api, site
-from agent import models
+from agent import models, speakers
 from agent.cascade import EmbeddedCascade
-from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
 from callwright.calls import CallRunner
 from callwright.settings import Settings
@@ -37,9 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend=backend,
         models=paths,
         writer=writer,
-        turn_taking=TurnTakingSettings(
-            vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
-        ),
+        turn_taking=settings.turn_taking(),
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -59,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await migrate(engine)
         await backend.load()
+        if settings.speaker_labels:
+            await asyncio.to_thread(speakers.load_encoder)
         writer.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
