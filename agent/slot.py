@@ -164,6 +164,7 @@ class AudioLLMSlot(FrameProcessor):
         self._overlap: bytearray | None = None  # caller audio since the agent paused
         self._vad_speaking = False
         self._in_rate = 16_000
+        self._handover_pending = False  # the main speaker announced a hand-over
         self._register_event_handler("on_new_speaker")
         self._history: list[ContextTurn] = []
         self._t0 = time.monotonic()
@@ -282,6 +283,9 @@ class AudioLLMSlot(FrameProcessor):
         embedding = await asyncio.to_thread(speakers.embed, audio)
         label = tracker.assign(embedding, seconds)
         if label not in known:
+            if self._handover_pending:
+                self._handover_pending = False
+                tracker.set_main(label)
             await self._call_event_handler("on_new_speaker", label)
         return label
 
@@ -314,6 +318,8 @@ class AudioLLMSlot(FrameProcessor):
                         return
                     if event.text:
                         self._history.append(ContextTurn(role="caller", text=event.text))
+                        if label is not None and self._announces_handover(event.text):
+                            self._handover_pending = True
                 elif isinstance(event, TextDelta):
                     if not turn.planned:
                         turn.timings["reply_ms"] = int((now - last) * 1000)
@@ -448,6 +454,10 @@ class AudioLLMSlot(FrameProcessor):
         """Whether the caller may interrupt the agent's coming turns (a flow node's choice)."""
         await self.push_frame(InterruptibilityFrame(interruptible=interruptible),
                               FrameDirection.UPSTREAM)
+
+    def _announces_handover(self, text: str) -> bool:
+        lowered = " ".join(text.lower().replace("’", "'").split())
+        return any(p in lowered for p in self.speakers.settings.handover_phrases)
 
     def set_main_speaker(self, label: str) -> None:
         """Answer `label` from now on, e.g. after the caller hands the phone over."""

@@ -23,10 +23,15 @@ EMBED_RATE = 16_000
 @dataclass(frozen=True, kw_only=True)
 class SpeakerSettings:
     enabled: bool = True
-    enrol_s: float = 3.0  # speech that builds the main caller's voice print
+    enrol_s: float = 2.0  # speech that builds the main caller's voice print
     min_s: float = 0.6  # shorter stretches are too short to tell voices apart
     same_speaker: float = 0.72  # cosine similarity above which a voice is a known one
     max_speakers: int = 4
+    # Said by the main speaker, these make the next new voice the main speaker.
+    handover_phrases: tuple[str, ...] = (
+        "hand you over", "hand you to", "pass you to", "pass you over", "put my", "talk to my",
+        "speak to my", "speak with my", "here's my", "here is my",
+    )
 
 
 _encoder = None
