@@ -60,7 +60,8 @@ class InterruptionSettings:
     min_words: int = 2  # words beyond backchannels that make an interruption
     long_speech_s: float = 1.2  # main-caller speech this long interrupts without words
     echo_share: float = 0.5  # input energy share explained by played audio that means echo
-    other_speaker_below: float = 0.6  # similarity to the caller under which a voice is ignored
+    other_speaker_below: float = 0.86  # similarity to the caller under which a voice is ignored
+    voice_print_s: float = 1.5  # shorter overlaps are too short to tell voices apart
     decision_timeout_s: float = 1.5  # no words this long after the overlap: resume
     lookback_s: float = 0.5  # audio before the VAD fired that belongs to the overlap
 
@@ -189,26 +190,22 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             logger.debug(f"{self}: ignoring echo of the agent (share {share:.2f})")
             self._ignoring = "echo"
             return
-        lookback = b"".join(self._recent)
-        if await self._is_other_speaker(lookback, strict=True):
-            self._ignoring = "other speaker"
-            return
-        self._overlap = bytearray(lookback)
+        # A voice print needs over a second of speech, so other voices are told apart
+        # only later (`_is_other_speaker`): until then they pause the agent like anyone.
+        self._overlap = bytearray(b"".join(self._recent))
         if self._paused_at is None:
             self._paused_at = time.monotonic()
             await self.push_frame(AgentPauseFrame())
 
-    async def _is_other_speaker(self, audio: bytes, *, strict: bool = False) -> bool:
+    async def _is_other_speaker(self, audio: bytes) -> bool:
         """Whether an enrolled caller is clearly not the one speaking."""
         tracker = self._speakers
         seconds = len(audio) / 2 / self._rate
-        if tracker is None or not tracker.enrolled or seconds < (0.4 if strict else 0.8):
+        if tracker is None or not tracker.enrolled or seconds < self._settings.voice_print_s:
             return False
         embedding = await asyncio.to_thread(speakers.embed, audio)
         similarity = tracker.similarity(embedding, tracker.main)
         threshold = self._settings.other_speaker_below
-        if strict:
-            threshold -= 0.1  # a short stretch: only ignore voices that are far off
         logger.debug(f"{self}: overlap voice similarity to {tracker.main}: {similarity:.2f}")
         return similarity < threshold
 

@@ -25,7 +25,7 @@ class SpeakerSettings:
     enabled: bool = True
     enrol_s: float = 2.0  # speech that builds the main caller's voice print
     min_s: float = 0.6  # shorter stretches are too short to tell voices apart
-    same_speaker: float = 0.72  # cosine similarity above which a voice is a known one
+    same_speaker: float = 0.86  # cosine similarity above which a voice is a known one
     max_speakers: int = 4
     # Said by the main speaker, these make the next new voice the main speaker.
     handover_phrases: tuple[str, ...] = (

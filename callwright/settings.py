@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     speaker_labels: bool = Field(True, validation_alias=_env("SPEAKER_LABELS"))
     speaker_similarity: float = Field(
-        0.72, validation_alias=_env("SPEAKER_SIMILARITY"),
+        0.86, validation_alias=_env("SPEAKER_SIMILARITY"),
         description="Voice-embedding similarity above which speech is a known speaker's.",
     )
 

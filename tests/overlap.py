@@ -35,7 +35,7 @@ VOICES = {
     "caller": Voice(espeak="en-us", speed=150, pitch=45),
     "partner": Voice(espeak="en-gb+f3", speed=165, pitch=75),
     "child": Voice(espeak="en-us+f4", speed=175, pitch=95),
-    "colleague": Voice(espeak="en-sc+m3", speed=135, pitch=25),
+    "colleague": Voice(espeak="en-029+f2", speed=160, pitch=60),
 }
 
 
