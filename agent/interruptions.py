@@ -63,6 +63,9 @@ class InterruptionSettings:
     other_speaker_below: float = 0.86  # similarity to the caller under which a voice is ignored
     voice_print_s: float = 1.5  # shorter overlaps are too short to tell voices apart
     decision_timeout_s: float = 1.5  # no words this long after the overlap: resume
+    onset_s: float = 0.06  # loud input this long pauses the agent
+    onset_ratio: float = 4.0  # "loud": this many times the noise floor …
+    onset_level: float = 400.0  # … and at least this int16 RMS
     lookback_s: float = 0.5  # audio before the VAD fired that belongs to the overlap
 
 
@@ -101,7 +104,8 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         self._recent_s = 0.0
         self._rate = 16_000
         self._overlap: bytearray | None = None  # audio of the overlap being judged
-        self._ignoring = ""  # why the current stretch of speech is ignored
+        self._floor = 100.0  # the line's noise level (int16 RMS)
+        self._loud_s = 0.0  # how long the input has been loud
         self._paused_at: float | None = None
         self._frames = 0
         self._deciding = False
@@ -134,11 +138,8 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             return ProcessFrameResult.STOP
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._vad_speaking = False
-            self._ignoring = ""
-            if self._overlap is not None and self._timeout is None:
-                self._timeout = self.task_manager.create_task(
-                    self._resume_after(self._settings.decision_timeout_s), f"{self}::timeout"
-                )
+            if self._overlap is not None:
+                self._arm_timeout(self._settings.decision_timeout_s)
         elif isinstance(frame, TranscriptionFrame) and self._overlap is not None:
             await self._decide_on_words(frame.text)
             return ProcessFrameResult.STOP
@@ -152,25 +153,34 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             self._recent_s -= len(self._recent.popleft()) / 2 / self._rate
         if self._overlap is not None:
             self._overlap.extend(frame.audio)
+        seconds = len(frame.audio) / 2 / frame.sample_rate
+        self._loud_s = self._loud_s + seconds if self._loud(frame.audio) else 0.0
         self._frames += 1
-        if self._frames % 5 or self._deciding or not self._vad_speaking:
+        if self._deciding:
             return
-        if self._ignoring == "echo" and self._agent_holds_floor:
-            # The caller may start talking over their own echo: look again every 100 ms.
-            if self._echo() < self._settings.echo_share:
-                self._ignoring = ""
+        if self._overlap is None:
+            # Silero needs ~0.3-0.5 s to call speech; a sustained rise in level pauses the
+            # agent sooner. Whatever it was, words (or none) decide after.
+            if self._agent_holds_floor and self._loud_s >= self._settings.onset_s:
                 await self._overlap_started()
-        elif self._overlap is not None:
-            seconds = len(self._overlap) / 2 / self._rate
-            if seconds >= self._settings.long_speech_s:
-                self._deciding = True
-                try:
-                    if await self._is_other_speaker(bytes(self._overlap)):
-                        await self._resume("side talk")
-                    else:
-                        await self._interrupt(f"{seconds:.1f}s of speech")
-                finally:
-                    self._deciding = False
+            return
+        seconds = len(self._overlap) / 2 / self._rate
+        if self._frames % 5 == 0 and self._vad_speaking and seconds >= self._settings.long_speech_s:
+            self._deciding = True
+            try:
+                if await self._is_other_speaker(bytes(self._overlap)):
+                    await self._resume("side talk")
+                else:
+                    await self._interrupt(f"{seconds:.1f}s of speech")
+            finally:
+                self._deciding = False
+
+    def _loud(self, audio: bytes) -> bool:
+        """Well above the line's noise floor (tracked slowly upwards, quickly downwards)."""
+        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32)
+        level = float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+        self._floor = min(level, self._floor * 1.002 + 0.5) if level > 0 else self._floor
+        return level > max(self._settings.onset_ratio * self._floor, self._settings.onset_level)
 
     def _echo(self) -> float:
         audio = np.frombuffer(b"".join(self._recent), dtype=np.int16)
@@ -180,19 +190,18 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         if self._overlap is not None:  # speech resumed within the overlap: wait for its words
             await self._end_timeout()
             return
-        if self._ignoring:
-            return
         if not self._interruptible:
-            self._ignoring = "non-interruptible turn"
             return
         share = self._echo() if time.monotonic() - self._played.last_write < 1.5 else 0.0
         if share >= self._settings.echo_share:
-            logger.debug(f"{self}: ignoring echo of the agent (share {share:.2f})")
-            self._ignoring = "echo"
+            if self._frames % 25 == 0:
+                logger.debug(f"{self}: ignoring echo of the agent (share {share:.2f})")
             return
         # A voice print needs over a second of speech, so other voices are told apart
         # only later (`_is_other_speaker`): until then they pause the agent like anyone.
         self._overlap = bytearray(b"".join(self._recent))
+        if not self._vad_speaking:  # a level onset the VAD may never confirm
+            self._arm_timeout(self._settings.decision_timeout_s)
         if self._paused_at is None:
             self._paused_at = time.monotonic()
             await self.push_frame(AgentPauseFrame())
@@ -237,6 +246,12 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
     async def _end_overlap(self) -> None:
         self._overlap = None
         await self._end_timeout()
+
+    def _arm_timeout(self, delay: float) -> None:
+        if self._timeout is None:
+            self._timeout = self.task_manager.create_task(
+                self._resume_after(delay), f"{self}::timeout"
+            )
 
     async def _end_timeout(self) -> None:
         if self._timeout and self._timeout is not asyncio.current_task():

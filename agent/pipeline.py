@@ -52,7 +52,8 @@ def build_call_worker(
         params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs),
     )
     played = PlayedAudio()
-    tracker = SpeakerTracker(settings=turn_taking.speakers) if turn_taking.speakers.enabled else None
+    speakers = turn_taking.speakers
+    tracker = SpeakerTracker(settings=speakers) if speakers.enabled else None
     user_turns = UserTurnProcessor(
         user_turn_strategies=UserTurnStrategies(
             start=[BargeInStartStrategy(
