@@ -72,9 +72,11 @@ def echo_share(caller: np.ndarray, caller_rate: int, played: np.ndarray) -> floa
         x = soxr.resample(x, caller_rate, ECHO_RATE)
     x = x - x.mean()
     n = len(x)
-    if n == 0 or len(played) < n or float(np.dot(x, x)) < 1e-3:
+    if n == 0 or not len(played) or float(np.dot(x, x)) < 1e-3:
         return 0.0
     r = played.astype(np.float32)
+    # Silence before the first played audio, so echo of the agent's first words aligns.
+    r = np.concatenate([np.zeros(n, dtype=np.float32), r])
     size = 1 << int(np.ceil(np.log2(len(r) + n)))
     corr = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(x, size)), size)
     corr = corr[: len(r) - n + 1]

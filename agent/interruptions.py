@@ -66,6 +66,7 @@ class InterruptionSettings:
     onset_s: float = 0.06  # loud input this long pauses the agent
     onset_ratio: float = 4.0  # "loud": this many times the noise floor …
     onset_level: float = 400.0  # … and at least this int16 RMS
+    unconfirmed_onset_s: float = 0.8  # resume when the VAD does not call it speech by then
     lookback_s: float = 0.5  # audio before the VAD fired that belongs to the overlap
 
 
@@ -100,6 +101,8 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         self._bot_speaking = False
         self._interruptible = True
         self._vad_speaking = False
+        self._vad_since = 0.0
+        self._vad_start_s = 0.0
         self._recent: deque[bytes] = deque()
         self._recent_s = 0.0
         self._rate = 16_000
@@ -131,6 +134,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             await self._on_audio(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._vad_speaking = True
+            self._vad_since, self._vad_start_s = time.monotonic(), frame.start_secs
             if not self._agent_holds_floor:
                 await self.trigger_user_turn_started()
             else:
@@ -164,7 +168,8 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             if self._agent_holds_floor and self._loud_s >= self._settings.onset_s:
                 await self._overlap_started()
             return
-        seconds = len(self._overlap) / 2 / self._rate
+        # How long the VAD has heard speech (it confirms `start_secs` after the onset).
+        seconds = time.monotonic() - self._vad_since + self._vad_start_s
         if self._frames % 5 == 0 and self._vad_speaking and seconds >= self._settings.long_speech_s:
             self._deciding = True
             try:
@@ -197,11 +202,12 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             if self._frames % 25 == 0:
                 logger.debug(f"{self}: ignoring echo of the agent (share {share:.2f})")
             return
+        logger.debug(f"{self}: overlap starts (echo share {share:.2f}, vad {self._vad_speaking})")
         # A voice print needs over a second of speech, so other voices are told apart
         # only later (`_is_other_speaker`): until then they pause the agent like anyone.
         self._overlap = bytearray(b"".join(self._recent))
         if not self._vad_speaking:  # a level onset the VAD may never confirm
-            self._arm_timeout(self._settings.decision_timeout_s)
+            self._arm_timeout(self._settings.unconfirmed_onset_s)
         if self._paused_at is None:
             self._paused_at = time.monotonic()
             await self.push_frame(AgentPauseFrame())
