@@ -136,6 +136,7 @@ async def run(server, scenario: Scenario, make_caller) -> Outcome:
             session.overlay(scenario.clip, at)
             onset = at + speech_start_s(scenario.clip)
             await asyncio.sleep(max(0.0, at - time.monotonic()) + len(scenario.clip) / 2 / RATE)
+            ended = time.monotonic()  # the agent resumes, or answers the interruption
         await session.wait_reply(1.5, 25.0, after=ended)
         for _, line in scenario.later:
             sent = await session.speak(line)
