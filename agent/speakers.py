@@ -24,7 +24,8 @@ EMBED_RATE = 16_000
 class SpeakerSettings:
     enabled: bool = True
     enrol_s: float = 2.0  # speech that builds the main caller's voice print
-    min_s: float = 0.6  # shorter stretches are too short to tell voices apart
+    min_s: float = 0.6  # shorter stretches keep the last speaker's label
+    new_voice_s: float = 2.0  # only this much speech may introduce a new voice
     same_speaker: float = 0.86  # cosine similarity above which a voice is a known one
     max_speakers: int = 4
     # Said by the main speaker, these make the next new voice the main speaker.
@@ -110,7 +111,9 @@ class SpeakerTracker:
         """Label a stretch of speech, enrolling voices as they appear."""
         label, score = self.identify(embedding)
         new = label is None or (
-            score < self.settings.same_speaker and len(self._voices) < self.settings.max_speakers
+            score < self.settings.same_speaker
+            and seconds >= self.settings.new_voice_s
+            and len(self._voices) < self.settings.max_speakers
         )
         if new:
             voice = _Voice(label=f"speaker {len(self._voices) + 1}" if self._voices else MAIN_LABEL)

@@ -90,8 +90,8 @@ async def test_speakerphone_echo_does_not_interrupt(server):
 async def test_other_voice_is_labelled_and_not_answered(server):
     scenario = ov.Scenario(
         name="side talk", kind="labels", should_stop=None,
-        later=[("partner", ov.say("Can you turn the television down a little bit please?",
-                                  "partner"))],
+        later=[("child", ov.say("Can you turn the television down a little bit please?",
+                                "child"))],
     )
     outcome = await ov.run(server, scenario, caller)
 
