@@ -165,6 +165,7 @@ class AudioLLMSlot(FrameProcessor):
         self._vad_speaking = False
         self._in_rate = 16_000
         self._handover_pending = False  # the main speaker announced a hand-over
+        self._clearly_other = False  # the last turn's voice is far from the main speaker's
         self._register_event_handler("on_new_speaker")
         self._history: list[ContextTurn] = []
         self._t0 = time.monotonic()
@@ -282,6 +283,10 @@ class AudioLLMSlot(FrameProcessor):
         known = tracker.labels()
         embedding = await asyncio.to_thread(speakers.embed, audio)
         label = tracker.assign(embedding, seconds)
+        self._clearly_other = (
+            label != tracker.main
+            and tracker.similarity(embedding, tracker.main) < tracker.settings.unanswered_below
+        )
         if label not in known:
             if self._handover_pending:
                 self._handover_pending = False
@@ -310,7 +315,7 @@ class AudioLLMSlot(FrameProcessor):
                         await self.push_frame(CallerTurnFrame(
                             text=event.text, start_ms=start_ms, end_ms=end_ms, speaker_label=label
                         ))
-                    if label is not None and label != self.speakers.main:
+                    if label is not None and label != self.speakers.main and self._clearly_other:
                         # Someone else in the room: keep it on record, don't answer it.
                         logger.info(f"{self}: not answering {label} (main: {self.speakers.main})")
                         await self._session.cancel()

@@ -26,6 +26,9 @@ class SpeakerSettings:
     enrol_s: float = 2.0  # speech that builds the main caller's voice print
     min_s: float = 0.6  # shorter stretches keep the last speaker's label
     new_voice_s: float = 2.0  # only this much speech may introduce a new voice
+    # A turn goes unanswered only when its voice is this far from the main speaker's:
+    # a wrong label is cheap, ignoring the caller is not.
+    unanswered_below: float = 0.78
     same_speaker: float = 0.86  # cosine similarity above which a voice is a known one
     max_speakers: int = 4
     # Said by the main speaker, these make the next new voice the main speaker.
