@@ -17,6 +17,7 @@ class TurnOut(BaseModel):
 
     seq: int
     speaker: str
+    speaker_label: str | None
     text: str
     start_ms: int
     end_ms: int

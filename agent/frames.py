@@ -29,6 +29,24 @@ class CallerTurnFrame(SystemFrame):
     text: str = ""
     start_ms: int = 0
     end_ms: int = 0
+    speaker_label: str | None = None
+
+
+@dataclass
+class AgentPauseFrame(SystemFrame):
+    """Someone may be talking over the agent: stop its audio on the line, keep its place."""
+
+
+@dataclass
+class AgentResumeFrame(SystemFrame):
+    """It was not an interruption: play on from where the agent paused."""
+
+
+@dataclass
+class InterruptibilityFrame(SystemFrame):
+    """Sent upstream by the slot: whether the caller may interrupt the coming agent turn."""
+
+    interruptible: bool = True
 
 
 @dataclass

@@ -16,13 +16,15 @@ from pipecat.processors.aggregators.dtmf_aggregator import DTMFAggregator
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_processor import UserTurnProcessor
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
+from agent.echo import PlayedAudio, PlayedAudioTap
+from agent.interruptions import BargeInStartStrategy, InterruptionSettings
 from agent.models import ModelPaths
 from agent.slot import DTMF_PREFIX, AudioLLMSlot, SlotFallback
+from agent.speakers import SpeakerSettings, SpeakerTracker
 from agent.turns import TranscriptAwareTurnStopStrategy
 
 
@@ -30,6 +32,9 @@ from agent.turns import TranscriptAwareTurnStopStrategy
 class TurnTakingSettings:
     vad_stop_secs: float = 0.2
     turn_stop_secs: float = 1.2  # the longest Smart Turn waits on an unfinished sentence
+    digit_wait_s: float = 1.5  # extra wait after the caller reads out digits
+    interruptions: InterruptionSettings = InterruptionSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
 
 
 def build_call_worker(
@@ -51,10 +56,17 @@ def build_call_worker(
         smart_turn_model_path=str(models.smart_turn),
         params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs),
     )
+    played = PlayedAudio()
+    speakers = turn_taking.speakers
+    tracker = SpeakerTracker(settings=speakers) if speakers.enabled else None
     user_turns = UserTurnProcessor(
         user_turn_strategies=UserTurnStrategies(
-            start=[VADUserTurnStartStrategy()],
-            stop=[TranscriptAwareTurnStopStrategy(turn_analyzer=turn_analyzer)],
+            start=[BargeInStartStrategy(
+                settings=turn_taking.interruptions, played=played, speakers=tracker
+            )],
+            stop=[TranscriptAwareTurnStopStrategy(
+                turn_analyzer=turn_analyzer, digit_wait_s=turn_taking.digit_wait_s
+            )],
         ),
     )
     pipeline = Pipeline(
@@ -64,9 +76,13 @@ def build_call_worker(
             user_turns,
             # Keys pressed become one turn of digits, after "#" or 2 s without a key.
             DTMFAggregator(prefix=DTMF_PREFIX),
-            AudioLLMSlot(session=session, instructions=instructions, fallback=fallback),
+            AudioLLMSlot(
+                session=session, instructions=instructions, fallback=fallback, played=played,
+                speaker_tracker=tracker,
+            ),
             recorder,
             transport.output(),
+            PlayedAudioTap(played=played),
             *after_output,
         ]
     )

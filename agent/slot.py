@@ -2,8 +2,15 @@
 
 It gathers the caller's audio between pipecat's user-turn frames, hands each turn
 to an `AudioLLMSession`, and plays what comes back. Marks queued behind the agent's
-audio come back as `PlaybackMarkedFrame`s, so the stored agent turn holds what the
-caller actually heard, not what was planned.
+audio come back as `PlaybackMarkedFrame`s, and the played-audio clock places the
+cut within a sentence (words estimated in proportion to characters), so the stored
+agent turn holds what the caller actually heard, not what was planned.
+
+While the barge-in strategy judges speech over the agent, the agent is paused
+(`AgentPauseFrame`): its audio is cleared from the line and what follows is held;
+the slot transcribes the overlap for the strategy, and on `AgentResumeFrame` plays
+on from the start of the word it stopped in. Each caller turn gets a speaker label;
+speech from someone other than the main speaker is stored but not answered.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.time import time_now_iso8601
 
+from agent import speakers
 from agent.backend import (
     AudioChunk,
     AudioLLMSession,
@@ -47,17 +55,51 @@ from agent.backend import (
     ToolCall,
     TurnRequest,
 )
+from agent.echo import PlayedAudio
 from agent.frames import (
+    AgentPauseFrame,
+    AgentResumeFrame,
     AgentTurnFrame,
     CallerTurnFrame,
+    InterruptibilityFrame,
     PlaybackMarkedFrame,
     PlaybackMarkFrame,
     TransferCallFrame,
 )
+from agent.speakers import SpeakerTracker
 
 DTMF_PREFIX = "DTMF: "  # what pipecat's DTMFAggregator puts before the digits
 PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
+OVERLAP_LOOKBACK_S = 0.5  # audio before a pause that belongs to the speech that caused it
+RESUME_BACKUP_S = 0.05  # resume a little before the word boundary, not in its onset
+
+
+@dataclass(kw_only=True)
+class _Piece:
+    """One synthesised chunk of agent speech and the span of planned text it says."""
+
+    text_start: int
+    text_end: int
+    audio: bytes
+    sample_rate: int
+
+    def chars_at(self, offset: int) -> int:
+        """Planned-text position reached `offset` bytes into the audio (by proportion)."""
+        share = min(1.0, offset / max(len(self.audio), 1))
+        return self.text_start + int((self.text_end - self.text_start) * share)
+
+    def offset_of(self, chars: int) -> int:
+        share = (chars - self.text_start) / max(self.text_end - self.text_start, 1)
+        backup = int(RESUME_BACKUP_S * self.sample_rate) * 2
+        return max(0, int(len(self.audio) * share) // 2 * 2 - backup)
+
+
+@dataclass(kw_only=True)
+class _Segment:
+    piece: int
+    offset: int  # bytes into the piece's audio where this pushed segment starts
+    length: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,25 +126,64 @@ class _AgentTurn:
     end_call: bool = False
     last_mark: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
+    pieces: list[_Piece] = field(default_factory=list)
+    segments: list[_Segment] = field(default_factory=list)  # pushed since `base_s`
+    base_s: float = 0.0  # the played-speech clock when `segments` began
+    paused: bool = False
+    held: list[int] = field(default_factory=list)  # pieces generated while paused
 
     @property
     def planned_text(self) -> str:
         return " ".join(self.planned)
 
+    def position(self, played_s: float) -> tuple[int, int] | None:
+        """(piece, byte offset) the caller has heard up to, from the played-speech clock."""
+        heard = played_s - self.base_s
+        for seg in self.segments:
+            rate = self.pieces[seg.piece].sample_rate
+            seconds = seg.length / 2 / rate
+            if heard < seconds:
+                return seg.piece, seg.offset + int(heard * rate) * 2
+            heard -= seconds
+        if not self.segments:
+            return None
+        last = self.segments[-1]
+        return last.piece, last.offset + last.length
+
+    def heard_words(self, chars: int) -> int:
+        """Cut a character position back to the end of the last whole word."""
+        text = self.planned_text
+        if chars >= len(text) or chars <= 0 or text[chars] == " ":
+            return max(0, min(chars, len(text)))
+        return max(text.rfind(" ", 0, chars), 0)
+
 
 class AudioLLMSlot(FrameProcessor):
+    """Events: `on_new_speaker(slot, label)` when a voice is first heard on the call."""
+
     def __init__(
         self,
         *,
         session: AudioLLMSession,
         instructions: str = "",
         fallback: SlotFallback | None = None,
+        played: PlayedAudio | None = None,
+        speaker_tracker: SpeakerTracker | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._session = session
         self._fallback = fallback
         self._instructions = instructions
+        self._played = played
+        self.speakers = speaker_tracker
+        self.last_speaker: str | None = None
+        self._overlap: bytearray | None = None  # caller audio since the agent paused
+        self._vad_speaking = False
+        self._in_rate = 16_000
+        self._handover_pending = False  # the main speaker announced a hand-over
+        self._clearly_other = False  # the last turn's voice is far from the main speaker's
+        self._register_event_handler("on_new_speaker")
         self._history: list[ContextTurn] = []
         self._t0 = time.monotonic()
         self._pre_roll: deque[bytes] = deque()
@@ -133,16 +214,26 @@ class AudioLLMSlot(FrameProcessor):
         if isinstance(frame, InputAudioRawFrame):
             self._on_audio(frame.audio, frame.sample_rate)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._vad_speaking = False
             self._speech_end = time.monotonic() - frame.stop_secs
             if self._capture is not None:
                 self._prepared = bytes(self._capture)
                 self.create_task(self._prepare(self._prepared), "audio-llm-prepare")
+            elif self._overlap is not None:
+                self.create_task(self._transcribe_overlap(bytes(self._overlap)), "overlap-asr")
         elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._vad_speaking = True
             self._prepared = None  # speech resumed: that audio is not the whole turn
         elif isinstance(frame, UserStartedSpeakingFrame):
-            self._capture = bytearray(b"".join(self._pre_roll))
-            self._speech_start_ms = self._ms(time.monotonic() - PRE_ROLL_S)
-            self._speech_end = None
+            if self._overlap is not None:  # the speech that paused the agent opens the turn
+                self._capture, self._overlap = self._overlap, None
+                seconds = len(self._capture) / 2 / self._in_rate
+                self._speech_start_ms = self._ms(time.monotonic() - seconds)
+            else:
+                self._capture = bytearray(b"".join(self._pre_roll))
+                self._speech_start_ms = self._ms(time.monotonic() - PRE_ROLL_S)
+            if self._vad_speaking:
+                self._speech_end = None
         elif isinstance(frame, UserStoppedSpeakingFrame):
             if self._capture is not None:
                 # Silence since the VAD stopped adds nothing; reuse the prepared work.
@@ -151,6 +242,12 @@ class AudioLLMSlot(FrameProcessor):
                 self._start_turn(audio)
         elif isinstance(frame, InterruptionFrame):
             await self._stop_turn(interrupted=True)
+        elif isinstance(frame, AgentPauseFrame):
+            await self._pause()
+            return
+        elif isinstance(frame, AgentResumeFrame):
+            await self._resume()
+            return
         elif isinstance(frame, PlaybackMarkedFrame):
             await self._on_mark(frame.mark)
             return
@@ -162,6 +259,7 @@ class AudioLLMSlot(FrameProcessor):
         await self.push_frame(frame, direction)
 
     def _on_audio(self, audio: bytes, sample_rate: int) -> None:
+        self._in_rate = sample_rate
         self._pre_roll.append(audio)
         self._pre_roll_bytes += len(audio)
         limit = int(PRE_ROLL_S * sample_rate) * 2
@@ -169,6 +267,8 @@ class AudioLLMSlot(FrameProcessor):
             self._pre_roll_bytes -= len(self._pre_roll.popleft())
         if self._capture is not None:
             self._capture.extend(audio)
+        if self._overlap is not None:
+            self._overlap.extend(audio)
 
     async def _prepare(self, audio: bytes) -> None:
         """Start on a turn that may be over; its transcript helps decide that it is."""
@@ -189,9 +289,39 @@ class AudioLLMSlot(FrameProcessor):
             audio=audio, dtmf=dtmf, history=tuple(self._history), instructions=self._instructions
         )
         caller_span = (self._speech_start_ms, self._ms(self._speech_end or time.monotonic()))
-        self._task = self.create_task(self._run_turn(request, caller_span), "audio-llm-turn")
+        labelling = None
+        if audio is not None and self.speakers is not None and self.speakers.settings.enabled:
+            labelling = self.create_task(self._label(audio), "speaker-label")
+        self._task = self.create_task(
+            self._run_turn(request, caller_span, labelling), "audio-llm-turn"
+        )
 
-    async def _run_turn(self, request: TurnRequest, caller_span: tuple[int, int]) -> None:
+    async def _label(self, audio: bytes) -> str | None:
+        """Who said this turn; enrols new voices (speech long enough to tell voices apart)."""
+        tracker = self.speakers
+        seconds = len(audio) / 2 / self._in_rate
+        if seconds < tracker.settings.min_s and tracker.labels():
+            return self.last_speaker or tracker.main
+        known = tracker.labels()
+        embedding = await asyncio.to_thread(speakers.embed, audio)
+        label = tracker.assign(embedding, seconds)
+        self._clearly_other = (
+            label != tracker.main
+            and tracker.similarity(embedding, tracker.main) < tracker.settings.unanswered_below
+        )
+        if label not in known:
+            if self._handover_pending:
+                self._handover_pending = False
+                tracker.set_main(label)
+            await self._call_event_handler("on_new_speaker", label)
+        return label
+
+    async def _run_turn(
+        self,
+        request: TurnRequest,
+        caller_span: tuple[int, int],
+        labelling: asyncio.Task | None = None,
+    ) -> None:
         turn = _AgentTurn(started=time.monotonic(), speech_end=self._speech_end)
         self._agent = turn
         last = turn.started
@@ -200,12 +330,23 @@ class AudioLLMSlot(FrameProcessor):
                 now = time.monotonic()
                 if isinstance(event, CallerText):
                     turn.timings["asr_ms"] = int((now - last) * 1000)
+                    label = await labelling if labelling else None
+                    self.last_speaker = label
+                    if event.text:
+                        start_ms, end_ms = caller_span
+                        await self.push_frame(CallerTurnFrame(
+                            text=event.text, start_ms=start_ms, end_ms=end_ms, speaker_label=label
+                        ))
+                    if label is not None and label != self.speakers.main and self._clearly_other:
+                        # Someone else in the room: keep it on record, don't answer it.
+                        logger.info(f"{self}: not answering {label} (main: {self.speakers.main})")
+                        await self._session.cancel()
+                        self._agent = None
+                        return
                     if event.text:
                         self._history.append(ContextTurn(role="caller", text=event.text))
-                        start_ms, end_ms = caller_span
-                        await self.push_frame(
-                            CallerTurnFrame(text=event.text, start_ms=start_ms, end_ms=end_ms)
-                        )
+                        if label is not None and self._announces_handover(event.text):
+                            self._handover_pending = True
                 elif isinstance(event, TextDelta):
                     if not turn.planned:
                         turn.timings["reply_ms"] = int((now - last) * 1000)
@@ -233,8 +374,18 @@ class AudioLLMSlot(FrameProcessor):
                 await self.push_frame(EndTaskFrame(), FrameDirection.UPSTREAM)
             return
         await self.push_frame(TTSStoppedFrame())
-        # Marks normally close the turn; don't wait forever on a peer that drops them.
-        remaining = turn.first_audio + turn.audio_s + MARK_GRACE_S - time.monotonic()
+        if not turn.paused:
+            self._arm_ack_timeout(turn)
+
+    def _arm_ack_timeout(self, turn: _AgentTurn) -> None:
+        """Marks normally close the turn; don't wait forever on a peer that drops them."""
+        if self._ack_timeout:
+            self._ack_timeout.cancel()
+        pushed_s = sum(s.length / 2 / turn.pieces[s.piece].sample_rate for s in turn.segments)
+        played_s = self._played.speech_s - turn.base_s if self._played else 0.0
+        remaining = pushed_s - played_s + MARK_GRACE_S
+        if not self._played:  # no played-audio clock: count from the first audio
+            remaining = turn.first_audio + turn.audio_s + MARK_GRACE_S - time.monotonic()
         self._ack_timeout = asyncio.get_running_loop().call_later(
             max(remaining, 0.1), lambda: self.create_task(self._on_mark(turn.last_mark or ""))
         )
@@ -262,17 +413,106 @@ class AudioLLMSlot(FrameProcessor):
     async def _play(self, turn: _AgentTurn, chunk: AudioChunk, now: float) -> None:
         if turn.first_audio is None:
             turn.first_audio = now
+            turn.base_s = self._played.speech_s if self._played else 0.0
             if turn.speech_end is not None:
                 turn.timings["end_of_turn_ms"] = int((turn.started - turn.speech_end) * 1000)
             await self.push_frame(TTSStartedFrame())
-        await self.push_frame(
-            TTSAudioRawFrame(audio=chunk.audio, sample_rate=chunk.sample_rate, num_channels=1)
-        )
+        text_end = len(turn.planned_text)
+        text_start = text_end - len(turn.planned[-1]) if turn.planned else 0
+        turn.pieces.append(_Piece(text_start=text_start, text_end=text_end, audio=chunk.audio,
+                                  sample_rate=chunk.sample_rate))
         turn.audio_s += len(chunk.audio) / 2 / chunk.sample_rate
+        if turn.paused:
+            turn.held.append(len(turn.pieces) - 1)
+        else:
+            await self._push_piece(turn, len(turn.pieces) - 1, 0)
+
+    async def _push_piece(self, turn: _AgentTurn, index: int, offset: int) -> None:
+        piece = turn.pieces[index]
+        audio = piece.audio[offset:]
+        turn.segments.append(_Segment(piece=index, offset=offset, length=len(audio)))
+        await self.push_frame(
+            TTSAudioRawFrame(audio=audio, sample_rate=piece.sample_rate, num_channels=1)
+        )
         name = f"a{next(self._mark_ids)}"
-        turn.marks[name] = len(turn.planned_text)
+        turn.marks[name] = piece.text_end
         turn.last_mark = name
         await self.push_frame(PlaybackMarkFrame(message=name))
+
+    def _heard_so_far(self, turn: _AgentTurn) -> int:
+        """Characters of the plan the caller has heard: marks, refined by the played clock."""
+        heard = turn.heard_chars
+        if self._played and not turn.paused:
+            position = turn.position(self._played.speech_s)
+            if position is not None:
+                piece, offset = position
+                heard = max(heard, turn.heard_words(turn.pieces[piece].chars_at(offset)))
+        return heard
+
+    async def _pause(self) -> None:
+        turn = self._agent
+        self._overlap = bytearray(self._recent_input(OVERLAP_LOOKBACK_S))
+        if turn is None or turn.first_audio is None or turn.paused:
+            return
+        turn.heard_chars = self._heard_so_far(turn)
+        turn.paused = True
+        if self._ack_timeout:
+            self._ack_timeout.cancel()
+            self._ack_timeout = None
+        # Clears the line (Twilio `clear`, WebRTC output flush); held audio waits here.
+        await self.push_frame(InterruptionFrame())
+        logger.debug(f"{self}: paused after {turn.heard_chars} chars")
+
+    async def _resume(self) -> None:
+        self._overlap = None
+        turn = self._agent
+        if turn is None or not turn.paused:
+            return
+        turn.paused = False
+        turn.segments = []
+        turn.base_s = self._played.speech_s if self._played else 0.0
+        # Everything not yet heard was cleared from the line: play it again, from the
+        # start of the word the caller was hearing.
+        cut = turn.heard_chars
+        for index, piece in enumerate(turn.pieces):
+            if piece.text_end > cut:
+                offset = piece.offset_of(cut) if piece.text_start < cut else 0
+                await self._push_piece(turn, index, offset)
+        turn.held.clear()
+        logger.debug(f"{self}: resumed at char {cut}")
+        if turn.generated:
+            self._arm_ack_timeout(turn)
+
+    def _recent_input(self, seconds: float) -> bytes:
+        audio = b"".join(self._pre_roll)
+        return audio[-int(seconds * self._in_rate) * 2 :]
+
+    async def _transcribe_overlap(self, audio: bytes) -> None:
+        """Words heard over the agent, for the barge-in strategy (sent upstream to it)."""
+        try:
+            text = await self._session.prepare(audio)
+        except Exception:
+            logger.exception(f"{self}: transcribing the overlap failed")
+            return
+        if text is not None and self._overlap is not None:
+            frame = TranscriptionFrame(text=text, user_id="", timestamp=time_now_iso8601(),
+                                       finalized=True)
+            await self.push_frame(frame, FrameDirection.UPSTREAM)
+
+    async def set_interruptible(self, interruptible: bool) -> None:
+        """Whether the caller may interrupt the agent's coming turns (a flow node's choice)."""
+        await self.push_frame(InterruptibilityFrame(interruptible=interruptible),
+                              FrameDirection.UPSTREAM)
+
+    def _announces_handover(self, text: str) -> bool:
+        lowered = " ".join(text.lower().replace("’", "'").split())
+        return any(p in lowered for p in self.speakers.settings.handover_phrases)
+
+    def set_main_speaker(self, label: str) -> None:
+        """Answer `label` from now on, e.g. after the caller hands the phone over."""
+        if self.speakers is None:
+            raise RuntimeError("speaker labelling is off on this call")
+        self.speakers.set_main(label)
 
     async def _on_mark(self, name: str) -> None:
         turn = self._agent
@@ -291,6 +531,7 @@ class AudioLLMSlot(FrameProcessor):
             await self.cancel_task(self._task)
         turn = self._agent
         if turn is not None and turn.first_audio is not None:
+            turn.heard_chars = self._heard_so_far(turn)
             await self._finish_agent_turn(turn, interrupted=interrupted)
             await self._session.truncate(turn.planned_text[: turn.heard_chars])
         self._agent = None

@@ -5,14 +5,17 @@ and the caller then waits the full fallback silence. When the backend can transc
 the turn (the slot does it speculatively as soon as the VAD hears silence), a
 transcript that plainly ends a sentence closes the turn at once. A transcript that
 ends in a digit run, a connective or a filler never does: people pause while reading
-out numbers, e-mails and addresses.
+out numbers, e-mails and addresses. After a digit run (or an e-mail/address in progress)
+the turn waits `digit_wait_s` more even when Smart Turn calls it complete; any speech
+cancels that wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-from pipecat.frames.frames import Frame, TranscriptionFrame
+from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStoppedSpeakingFrame
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import (
     TurnAnalyzerUserTurnStopStrategy,
@@ -23,6 +26,17 @@ _CONTINUES = {
     "my", "is", "at", "for", "of", "with", "like", "then", "if", "dot", "hmm",
 }
 _SENTENCE_END = re.compile(r"[.?!]$")
+_READING_OUT = {"dot", "at", "underscore", "dash", "hyphen", "slash", "street", "apartment"}
+
+
+def reads_out(text: str) -> bool:
+    """Whether the caller seems to be in the middle of digits, an e-mail or an address."""
+    words = re.findall(r"[a-z0-9'@.]+", text.lower())
+    tail = words[-4:]
+    if not tail:
+        return False
+    return (sum(any(c.isdigit() for c in w) for w in tail) >= 2 or tail[-1] in _READING_OUT
+            or "@" in tail[-1] or any(c.isdigit() for c in tail[-1]))
 
 
 def sounds_finished(text: str) -> bool:
@@ -36,12 +50,58 @@ def sounds_finished(text: str) -> bool:
 
 
 class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
-    """Smart Turn, plus: a finished-sounding transcript after VAD silence ends the turn."""
+    """Smart Turn, plus: a finished-sounding transcript after VAD silence ends the turn,
+    and a transcript reading out digits holds it open for `digit_wait_s`."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, digit_wait_s: float = 1.5, transcript_wait_s: float = 0.6, **kwargs):
         super().__init__(wait_for_transcript=False, **kwargs)
+        self._digit_wait_s = digit_wait_s
+        self._transcript_wait_s = transcript_wait_s  # how long Smart Turn's "complete" waits
+        self._silence_text: str | None = None  # the transcript of the turn so far, this silence
+        self._hold: asyncio.Task | None = None
+
+    async def _discard_pending_end_of_turn(self):
+        await super()._discard_pending_end_of_turn()
+        if self._hold:
+            await self.task_manager.cancel_task(self._hold)
+            self._hold = None
+
+    async def _maybe_trigger_user_turn_stopped(self):
+        if not self._turn_complete or self._hold:
+            return
+        if self._silence_text is None and self._digit_wait_s > 0:
+            # The slot's transcript is on its way (the reply needs it anyway): let it say
+            # whether a number is being read out.
+            self._hold = self.task_manager.create_task(
+                self._close_after(self._transcript_wait_s), f"{self}::transcript-wait"
+            )
+            return
+        if self._silence_text and reads_out(self._silence_text):
+            self._hold = self.task_manager.create_task(
+                self._close_after(self._digit_wait_s, final=True), f"{self}::digit-wait"
+            )
+            return
+        await super()._maybe_trigger_user_turn_stopped()
+
+    async def _close_after(self, delay: float, *, final: bool = False) -> None:
+        await asyncio.sleep(delay)
+        self._hold = None
+        if final:
+            await super()._maybe_trigger_user_turn_stopped()
+            return
+        if self._silence_text is None:
+            self._silence_text = ""  # no transcript came: Smart Turn decides alone
+        await self._maybe_trigger_user_turn_stopped()
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._silence_text = None
+        elif isinstance(frame, TranscriptionFrame) and self._vad_stopped:
+            waiting_for_text = self._silence_text is None
+            self._silence_text = frame.text
+            if self._hold and waiting_for_text:
+                await self.task_manager.cancel_task(self._hold)
+                self._hold = None
         result = await super().process_frame(frame)
         if (
             isinstance(frame, TranscriptionFrame)

@@ -9,9 +9,8 @@ from fastapi import FastAPI
 from loguru import logger
 
 from admin import api, site
-from agent import models
+from agent import models, speakers
 from agent.cascade import EmbeddedCascade
-from agent.pipeline import TurnTakingSettings
 from agent.policy import Receptionist
 from agent.slot import SlotFallback
 from callwright.audio_llm import create_audio_llm
@@ -52,9 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models=paths,
         writer=writer,
         store=store,
-        turn_taking=TurnTakingSettings(
-            vad_stop_secs=settings.vad_stop_secs, turn_stop_secs=settings.turn_stop_secs
-        ),
+        turn_taking=settings.turn_taking(),
         memory=memory,
         flows=flows,
         data_dir=settings.data_dir,
@@ -89,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             text=settings.fallback_text, audio=audio, sample_rate=rate,
             transfer_to=settings.fallback_transfer_to or None,
         )
+        if settings.speaker_labels:
+            await asyncio.to_thread(speakers.load_encoder)
         writer.start()
         await memory.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")

@@ -129,6 +129,35 @@ class Settings(BaseSettings):
     )
     # Long-term memory: MEMORY_* variables (see README, "Memory").
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    digit_wait_secs: float = Field(
+        1.5, validation_alias=_env("DIGIT_WAIT_SECS"),
+        description="Extra silence allowed after the caller reads out digits, e-mails, addresses.",
+    )
+    interrupt_min_words: int = Field(
+        2, validation_alias=_env("INTERRUPT_MIN_WORDS"),
+        description="Words beyond backchannels that interrupt the agent.",
+    )
+    interrupt_long_speech_secs: float = Field(
+        1.2, validation_alias=_env("INTERRUPT_LONG_SPEECH_SECS"),
+        description="Caller speech over the agent this long interrupts without waiting for words.",
+    )
+    interrupt_stop_phrases: list[str] | None = Field(
+        None, validation_alias=_env("INTERRUPT_STOP_PHRASES"),
+        description='JSON list; always interrupt. Default: "stop", "wait", "no", "hold on", …',
+    )
+    interrupt_backchannels: list[str] | None = Field(
+        None, validation_alias=_env("INTERRUPT_BACKCHANNELS"),
+        description='JSON list; never interrupt. Default: "uh-huh", "yeah", "right", "okay", …',
+    )
+    echo_share: float = Field(
+        0.5, validation_alias=_env("ECHO_SHARE"),
+        description="Share of input energy explained by the agent's own audio that counts as echo.",
+    )
+    speaker_labels: bool = Field(True, validation_alias=_env("SPEAKER_LABELS"))
+    speaker_similarity: float = Field(
+        0.86, validation_alias=_env("SPEAKER_SIMILARITY"),
+        description="Voice-embedding similarity above which speech is a known speaker's.",
+    )
 
     webrtc_ice_servers: list[IceServer] = Field(
         default_factory=list,
@@ -186,6 +215,29 @@ class Settings(BaseSettings):
         description="Flow every call runs (a file name in flows_dir, without .yaml); "
         "empty: the built-in receptionist.",
     )
+
+    def turn_taking(self):
+        """The per-call turn-taking settings (agent.pipeline.TurnTakingSettings)."""
+        from agent.interruptions import InterruptionSettings
+        from agent.pipeline import TurnTakingSettings
+        from agent.speakers import SpeakerSettings
+
+        words = {k: tuple(v) for k, v in (("stop_phrases", self.interrupt_stop_phrases),
+                                          ("backchannels", self.interrupt_backchannels)) if v}
+        return TurnTakingSettings(
+            vad_stop_secs=self.vad_stop_secs,
+            turn_stop_secs=self.turn_stop_secs,
+            digit_wait_s=self.digit_wait_secs,
+            interruptions=InterruptionSettings(
+                min_words=self.interrupt_min_words,
+                long_speech_s=self.interrupt_long_speech_secs,
+                echo_share=self.echo_share,
+                **words,
+            ),
+            speakers=SpeakerSettings(
+                enabled=self.speaker_labels, same_speaker=self.speaker_similarity
+            ),
+        )
 
     @cached_property
     def base_url(self) -> str:

@@ -30,7 +30,7 @@ class TurnRecorder(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, CallerTurnFrame):
             self._store(speaker="caller", text=frame.text, start_ms=frame.start_ms,
-                        end_ms=frame.end_ms)
+                        end_ms=frame.end_ms, speaker_label=frame.speaker_label)
         elif isinstance(frame, AgentTurnFrame):
             self._store(
                 speaker="agent", text=frame.text, start_ms=frame.start_ms, end_ms=frame.end_ms,

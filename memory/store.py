@@ -28,6 +28,7 @@ class TurnRecord:
     planned_text: str | None = None
     latency_ms: int | None = None
     timings: dict | None = None
+    speaker_label: str | None = None
 
 
 class CallStore:

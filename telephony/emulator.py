@@ -18,6 +18,7 @@ import secrets
 import time
 import wave
 import xml.etree.ElementTree as ET
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,15 @@ class AgentUtterance:
     pcm: bytearray = field(default_factory=bytearray)  # 8 kHz int16, as played
 
 
+@dataclass(frozen=True, kw_only=True)
+class LineAcoustics:
+    """What the caller's side adds to what it sends: speakerphone echo, room noise."""
+
+    echo_gain: float = 0.0  # share of the agent's played audio fed back (0: none)
+    echo_delay_s: float = 0.12
+    noise: bytes = b""  # 8 kHz int16, looped under everything sent
+
+
 @dataclass(kw_only=True)
 class CallResult:
     call_sid: str
@@ -84,6 +94,7 @@ class CallResult:
     latencies_ms: list[float] = field(default_factory=list)  # per caller line
     marks_echoed: int = 0
     clears: int = 0
+    clear_times: list[float] = field(default_factory=list)  # monotonic arrival of each clear
     errors: list[str] = field(default_factory=list)  # Twilio error codes with details
     close_code: int | None = None
     hung_up_by: str = ""
@@ -180,6 +191,28 @@ class TwilioCaller:
             },
         }
 
+    @asynccontextmanager
+    async def open_stream(self, acoustics: LineAcoustics = LineAcoustics()):
+        """Answer and start the stream; yields the live session for scripted callers."""
+        response = await self.post_webhook()
+        response.raise_for_status()
+        stream_url, custom = self.parse_twiml(response.text)
+        result = CallResult(call_sid=self.call_sid, stream_sid=self.stream_sid,
+                            twiml=response.text)
+        async with self.connect(stream_url) as ws:
+            session = StreamSession(ws, self, result, acoustics)
+            await session.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await session.send(self.start_message(custom))
+            session.begin()
+            try:
+                yield session
+                await session.send({"event": "stop", "sequenceNumber": session.seq(),
+                                    "streamSid": self.stream_sid,
+                                    "stop": {"accountSid": self.account_sid,
+                                             "callSid": self.call_sid}})
+            finally:
+                await session.stop()
+
     async def call(
         self,
         lines: list[bytes],
@@ -231,10 +264,19 @@ class TwilioCaller:
 
 
 class StreamSession:
-    """The live websocket: paced media out, agent audio in, marks and clears."""
+    """The live websocket: paced media out, agent audio in, marks and clears.
 
-    def __init__(self, ws, caller: TwilioCaller, result: CallResult):
+    `overlay()` mixes a clip into what is sent at a given time, over anything else
+    (talking over the agent); `acoustics` adds echo of the agent's played audio and noise.
+    """
+
+    def __init__(self, ws, caller: TwilioCaller, result: CallResult,
+                 acoustics: LineAcoustics = LineAcoustics()):
         self.ws = ws
+        self.acoustics = acoustics
+        self._played: list[tuple[float, np.ndarray]] = []  # (play start, samples) of agent audio
+        self._overlays: list[tuple[float, np.ndarray]] = []
+        self._noise_at = 0
         self.caller = caller
         self.result = result
         self._seq = 1
@@ -295,6 +337,7 @@ class StreamSession:
                 pending = list(pending)
                 done.set_result(next_at)
             payload = pending.pop(0) if pending else SILENCE
+            payload = self._mix(payload, next_at)
             self._chunk += 1
             await self.send({
                 "event": "media",
@@ -309,6 +352,36 @@ class StreamSession:
             })
             next_at += CHUNK_S
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def overlay(self, pcm8k: bytes, at: float) -> None:
+        """Send `pcm8k` mixed over whatever else is being sent, from monotonic time `at`."""
+        self._overlays.append((at, np.frombuffer(pcm8k, dtype=np.int16).astype(np.float32)))
+
+    def _window(self, parts: list[tuple[float, np.ndarray]], t: float) -> np.ndarray:
+        out = np.zeros(CHUNK_BYTES, dtype=np.float32)
+        for start, samples in parts:
+            first = int(round((t - start) * RATE))
+            lo, hi = max(first, 0), min(first + CHUNK_BYTES, len(samples))
+            if hi > lo:
+                out[lo - first : hi - first] += samples[lo:hi]
+        return out
+
+    def _mix(self, payload: bytes, t: float) -> bytes:
+        extra = self._window(self._overlays, t)
+        if self.acoustics.echo_gain:
+            echo = self._window(self._played, t - self.acoustics.echo_delay_s)
+            extra += echo * self.acoustics.echo_gain
+        if self.acoustics.noise:
+            noise = np.frombuffer(self.acoustics.noise, dtype=np.int16)
+            idx = (np.arange(CHUNK_BYTES) + self._noise_at) % len(noise)
+            self._noise_at += CHUNK_BYTES
+            extra += noise[idx]
+        self._overlays = [(s, a) for s, a in self._overlays if s + len(a) / RATE > t]
+        self._played = [(s, a) for s, a in self._played if s + len(a) / RATE > t - 2.0]
+        if not extra.any():
+            return payload
+        pcm = np.frombuffer(audioop.ulaw2lin(payload, 2), dtype=np.int16) + extra
+        return audioop.lin2ulaw(np.clip(pcm, -32768, 32767).astype(np.int16).tobytes(), 2)
 
     async def _receive(self) -> None:
         try:
@@ -348,6 +421,7 @@ class StreamSession:
                 self.result.max_gap_ms = max(self.result.max_gap_ms, underrun * 1000)
             start = max(now, self._playout_end)
             self._playout_end = start + len(payload) / RATE
+            self._played.append((start, np.frombuffer(pcm, dtype=np.int16).astype(np.float32)))
             if rms(pcm) > SPEECH_RMS:
                 self._speech_times.append(now)
                 if now - self._last_agent_audio > 0.6 or not self.result.utterances:
@@ -359,7 +433,9 @@ class StreamSession:
             self._pending_marks.append((self._playout_end, message["mark"]["name"]))
         else:  # clear: drop the unplayed audio; its marks are never echoed
             self.result.clears += 1
+            self.result.clear_times.append(now)
             self._playout_end = now
+            self._played = [(s, a[: max(0, int((now - s) * RATE))]) for s, a in self._played]
             self._pending_marks.clear()
 
     async def _echo_marks(self) -> None:
@@ -371,6 +447,15 @@ class StreamSession:
                 await self.send({"event": "mark", "sequenceNumber": self.seq(),
                                  "streamSid": self.caller.stream_sid, "mark": {"name": name}})
             await asyncio.sleep(0.01)
+
+    async def wait_speech_after(self, t: float, timeout_s: float) -> float | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.closed.is_set():
+            first = self.first_speech_after(t)
+            if first is not None:
+                return first
+            await asyncio.sleep(0.02)
+        return None
 
     def first_speech_after(self, t: float) -> float | None:
         return next((s for s in self._speech_times if s > t), None)

@@ -1,0 +1,100 @@
+"""Barge-in, backchannels, echo, several speakers and digit endpointing, through real calls."""
+
+import numpy as np
+import pytest
+
+from agent.echo import ECHO_RATE, echo_share
+from agent.interruptions import InterruptionSettings, is_interruption
+from agent.turns import reads_out
+from telephony.emulator import LineAcoustics
+from tests import overlap as ov
+from tests.support import caller
+
+
+def test_echo_share_tells_echo_from_double_talk():
+    played = np.frombuffer(ov.say("Sorry, I can take a booking or tell you our hours."),
+                           dtype=np.int16).astype(np.float32)
+    delay = int(0.15 * ECHO_RATE)
+    window = slice(delay + 4000, delay + 8000)
+    echo = 0.3 * np.concatenate([np.zeros(delay), played])[window]
+    voice = np.frombuffer(ov.say("Wait, stop, I need to change the time.", "partner"),
+                          dtype=np.int16).astype(np.float32)[4000:8000]
+    assert echo_share(echo, ECHO_RATE, played) > 0.9
+    assert echo_share(echo + voice, ECHO_RATE, played) < 0.3
+    assert echo_share(voice, ECHO_RATE, played) < 0.1
+
+
+def test_words_that_interrupt():
+    settings = InterruptionSettings()
+    assert is_interruption("Stop.", settings)
+    assert is_interruption("Hold on a second", settings)
+    assert is_interruption("I want to book for Friday", settings)
+    assert not is_interruption("Uh-huh.", settings)
+    assert not is_interruption("Yeah, okay, right.", settings)
+    assert not is_interruption("", settings)
+    assert not is_interruption("Mm-hmm", InterruptionSettings(min_words=1))
+    assert is_interruption("Tuesday", InterruptionSettings(min_words=1))
+
+
+def test_reading_out_numbers_and_addresses():
+    assert reads_out("My number is 555 213.")
+    assert reads_out("It's john dot")
+    assert reads_out("It's 22")
+    assert not reads_out("I would like a table for two.")
+
+
+
+@pytest.mark.e2e
+async def test_barge_in_stops_the_agent_and_stores_what_was_heard(server):
+    scenario = ov.Scenario(name="barge-in", kind="barge_in", should_stop=True,
+                           clip=ov.say("Wait, stop, I need to change the time please."))
+    outcome = await ov.run(server, scenario, caller)
+
+    assert outcome.stopped
+    assert outcome.clear_latency_s is not None and outcome.clear_latency_s < 1.5
+    agent = [t for t in outcome.turns if t["speaker"] == "agent"]
+    cut = agent[1]
+    # The reply was cut inside its first sentence, at a word boundary, 1.2 s in.
+    assert cut["planned_text"].startswith(cut["text"]) and cut["text"]
+    assert len(cut["text"]) < len(cut["planned_text"]) / 2
+    assert cut["planned_text"][len(cut["text"])] == " "
+    # The interruption became the caller's next turn, and the agent answered it.
+    callers = [t for t in outcome.turns if t["speaker"] == "caller"]
+    assert "time" in callers[-1]["text"].lower()
+    assert outcome.turns[-1]["speaker"] == "agent"
+
+
+@pytest.mark.e2e
+async def test_backchannel_pauses_then_resumes_the_whole_reply(server):
+    scenario = ov.Scenario(name="uh-huh", kind="backchannel", should_stop=False,
+                           clip=ov.say("uh-huh"))
+    outcome = await ov.run(server, scenario, caller)
+
+    assert not outcome.stopped
+    agent = [t for t in outcome.turns if t["speaker"] == "agent"]
+    assert agent[1]["text"] == agent[1]["planned_text"]
+    assert [t["speaker"] for t in outcome.turns] == ["agent", "caller", "agent"]
+
+
+@pytest.mark.e2e
+async def test_speakerphone_echo_does_not_interrupt(server):
+    scenario = ov.Scenario(name="echo", kind="echo", should_stop=False,
+                           acoustics=LineAcoustics(echo_gain=0.35, echo_delay_s=0.15))
+    outcome = await ov.run(server, scenario, caller)
+
+    assert not any(t["interrupted"] for t in outcome.turns)
+    assert [t["speaker"] for t in outcome.turns] == ["agent", "caller", "agent"]
+
+
+@pytest.mark.e2e
+async def test_other_voice_is_labelled_and_not_answered(server):
+    scenario = ov.Scenario(
+        name="side talk", kind="labels", should_stop=None,
+        later=[("child", ov.say("Can you turn the television down a little bit please?",
+                                "child"))],
+    )
+    outcome = await ov.run(server, scenario, caller)
+
+    turns = [(t["speaker"], t["speaker_label"]) for t in outcome.turns]
+    assert turns == [("agent", None), ("caller", "caller"), ("agent", None),
+                     ("caller", "speaker 2")], outcome.turns
