@@ -35,10 +35,12 @@ class TextDelta:
 
 @dataclass(frozen=True, kw_only=True)
 class AudioChunk:
-    """Agent speech: int16 mono PCM at `sample_rate`."""
+    """Agent speech: int16 mono PCM at `sample_rate`; `interruptible=False` for words the
+    caller must hear to the end (a flow node's legal text, say)."""
 
     audio: bytes
     sample_rate: int
+    interruptible: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +62,8 @@ class EndOfTurn:
     end_call: bool = False
     transfer_to: str | None = None
     dtmf: str = ""
+    # Once heard, give the caller this long to answer before a silence turn.
+    listen_timeout_s: float | None = None
     error: str | None = None
 
 
@@ -98,11 +102,13 @@ class TurnRequest:
     """One turn: the caller's audio (None when the agent opens the call) and context.
 
     With `tool_results` and no audio, the model continues its own turn after tools ran.
-    With `dtmf`, the caller's turn was keys pressed, not speech.
+    With `dtmf`, the caller's turn was keys pressed, not speech; with `silence`, the
+    caller said nothing for the listen timeout of the agent's last turn.
     """
 
     audio: bytes | None
     dtmf: str = ""
+    silence: bool = False
     history: tuple[ContextTurn, ...] = ()
     instructions: str = ""
     tools: tuple[dict, ...] = field(default_factory=tuple)

@@ -112,13 +112,15 @@ class CascadeSession(AudioLLMSession):
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         self._cancelled = False
-        if request.dtmf:
-            yield CallerText(text=f"(keypad) {request.dtmf}")
-            answer = getattr(self._policy, "dtmf", None)  # optional on a ReplyPolicy
+        if request.dtmf or request.silence:
+            if request.dtmf:
+                yield CallerText(text=f"(keypad) {request.dtmf}")
+            # Both optional on a ReplyPolicy.
+            answer = getattr(self._policy, "dtmf" if request.dtmf else "silence", None)
             if answer is None:
                 yield EndOfTurn()
                 return
-            reply = await answer(request.dtmf)
+            reply = await (answer(request.dtmf) if request.dtmf else answer())
         elif request.audio is None:
             reply = await self._policy.opening()
         else:
@@ -137,8 +139,11 @@ class CascadeSession(AudioLLMSession):
             audio, rate = await asyncio.to_thread(self._backend.synthesize, sentence)
             if self._cancelled:
                 return
-            yield AudioChunk(audio=audio, sample_rate=rate)
-        yield EndOfTurn(end_call=reply.end_call, transfer_to=reply.transfer_to, dtmf=reply.dtmf)
+            yield AudioChunk(audio=audio, sample_rate=rate, interruptible=reply.interruptible)
+        yield EndOfTurn(
+            end_call=reply.end_call, transfer_to=reply.transfer_to, dtmf=reply.dtmf,
+            listen_timeout_s=reply.listen_timeout_s,
+        )
 
     async def cancel(self) -> None:
         self._cancelled = True

@@ -26,7 +26,8 @@ class ReplyPolicy(Protocol):
     async def reply(self, caller_text: str) -> Reply: ...
 
     # Optional: `async def dtmf(self, digits: str) -> Reply`, the answer to keys the caller
-    # pressed (a turn of digits, gathered by pipecat's DTMFAggregator).
+    # pressed (a turn of digits, gathered by pipecat's DTMFAggregator), and
+    # `async def silence(self) -> Reply`, when the caller let `listen_timeout_s` pass.
 
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that'?s all|hang up|no,? thanks?( you)?)\b", re.I)

@@ -124,6 +124,7 @@ class _AgentTurn:
     audio_s: float = 0.0
     generated: bool = False
     end_call: bool = False
+    listen_timeout_s: float | None = None
     last_mark: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
     pieces: list[_Piece] = field(default_factory=list)
@@ -196,6 +197,8 @@ class AudioLLMSlot(FrameProcessor):
         self._agent: _AgentTurn | None = None
         self._mark_ids = itertools.count(1)
         self._ack_timeout: asyncio.TimerHandle | None = None
+        self._silence_timer: asyncio.TimerHandle | None = None
+        self._interruptible = True
 
     def _ms(self, t: float) -> int:
         return int((t - self._t0) * 1000)
@@ -222,6 +225,7 @@ class AudioLLMSlot(FrameProcessor):
             elif self._overlap is not None:
                 self.create_task(self._transcribe_overlap(bytes(self._overlap)), "overlap-asr")
         elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._cancel_silence_timer()
             self._vad_speaking = True
             self._prepared = None  # speech resumed: that audio is not the whole turn
         elif isinstance(frame, UserStartedSpeakingFrame):
@@ -282,11 +286,13 @@ class AudioLLMSlot(FrameProcessor):
                                        finalized=True)
             await self.push_frame(frame, FrameDirection.UPSTREAM)
 
-    def _start_turn(self, audio: bytes | None, *, dtmf: str = "") -> None:
+    def _start_turn(self, audio: bytes | None, *, dtmf: str = "", silence: bool = False) -> None:
+        self._cancel_silence_timer()
         if self._task and not self._task.done():
             self._task.cancel()
         request = TurnRequest(
-            audio=audio, dtmf=dtmf, history=tuple(self._history), instructions=self._instructions
+            audio=audio, dtmf=dtmf, silence=silence, history=tuple(self._history),
+            instructions=self._instructions,
         )
         caller_span = (self._speech_start_ms, self._ms(self._speech_end or time.monotonic()))
         labelling = None
@@ -352,6 +358,9 @@ class AudioLLMSlot(FrameProcessor):
                         turn.timings["reply_ms"] = int((now - last) * 1000)
                     turn.planned.append(event.text)
                 elif isinstance(event, AudioChunk):
+                    if event.interruptible != self._interruptible:
+                        self._interruptible = event.interruptible
+                        await self.set_interruptible(event.interruptible)
                     if turn.first_audio is None:
                         turn.timings["tts_first_audio_ms"] = int((now - last) * 1000)
                     await self._play(turn, event, now)
@@ -359,6 +368,7 @@ class AudioLLMSlot(FrameProcessor):
                     logger.warning(f"{self}: tool call {event.name} ignored: no tools in scope")
                 elif isinstance(event, EndOfTurn):
                     turn.end_call = event.end_call
+                    turn.listen_timeout_s = event.listen_timeout_s
                     await self._after_speech(event)
                     break
                 last = now
@@ -541,6 +551,13 @@ class AudioLLMSlot(FrameProcessor):
             self._ack_timeout.cancel()
             self._ack_timeout = None
         self._agent = None
+        if not self._interruptible:  # the node's words have played; the caller may speak
+            self._interruptible = True
+            await self.set_interruptible(True)
+        if turn.listen_timeout_s and not interrupted and not turn.end_call:
+            self._silence_timer = asyncio.get_running_loop().call_later(
+                turn.listen_timeout_s, self._on_silence
+            )
         planned = turn.planned_text
         heard = planned[: turn.heard_chars].strip()
         interrupted = interrupted and heard != planned
@@ -561,8 +578,20 @@ class AudioLLMSlot(FrameProcessor):
             )
         )
 
+    def _on_silence(self) -> None:
+        """The caller let the agent's listen timeout pass: a turn of silence."""
+        self._silence_timer = None
+        if self._capture is None and not self._vad_speaking:
+            self._start_turn(None, silence=True)
+
+    def _cancel_silence_timer(self) -> None:
+        if self._silence_timer:
+            self._silence_timer.cancel()
+            self._silence_timer = None
+
     async def cleanup(self) -> None:
         await super().cleanup()
+        self._cancel_silence_timer()
         if self._ack_timeout:
             self._ack_timeout.cancel()
         await self._session.close()

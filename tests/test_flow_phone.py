@@ -1,6 +1,7 @@
-"""Keys the caller presses reach the flow as one turn of digits, over the Twilio protocol."""
+"""Keys, transfers and silence reach the flow on a live call, over the Twilio protocol."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,22 @@ async def test_flow_transfer_to_a_human(tmp_path, rest_standin):
     updates = [r for r in rest_standin.requests if r.path.endswith(f"{twilio.call_sid}.json")]
     assert any("<Dial><Number>+14155550123</Number></Dial>" in r.form.get("Twiml", "")
                for r in updates), updates
+
+
+async def test_silence_timeout_reaches_the_flow(tmp_path, rest_standin):
+    """A caller who says nothing hears the re-prompt after 2 s, then the flow moves on."""
+    flows_dir = Path(__file__).parent / "flows"
+    server = start_server(tmp_path, rest_url=rest_standin.base_url, FLOWS_DIR=flows_dir,
+                          DEFAULT_FLOW="quiet")
+    try:
+        twilio = caller(server)
+        result = await twilio.call([], end_timeout_s=20)
+        call = await server.call_by_sid(twilio.call_sid)
+    finally:
+        server.stop()
+    assert result.hung_up_by == "agent"
+    assert call["flow_path"] == ["ask", "bye"]
+    agent = " ".join(t["text"] for t in call["turns"] if t["speaker"] == "agent").lower()
+    assert "did not hear anything" in agent and "goodbye" in agent
+    said = transcribe_8k(result.agent_audio()).lower()
+    assert "hear anything" in said, said
