@@ -39,6 +39,9 @@ def reads_out(text: str) -> bool:
             or "@" in tail[-1] or any(c.isdigit() for c in tail[-1]))
 
 
+SHORT_WORDS = 3  # transcripts shorter than this need more silence before they end a turn
+
+
 def sounds_finished(text: str) -> bool:
     words = re.findall(r"[a-z0-9']+", text.lower())
     if not words or not _SENTENCE_END.search(text.strip()):
@@ -53,9 +56,19 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
     """Smart Turn, plus: a finished-sounding transcript after VAD silence ends the turn,
     and a transcript reading out digits holds it open for `digit_wait_s`."""
 
-    def __init__(self, *, digit_wait_s: float = 1.5, transcript_wait_s: float = 0.6, **kwargs):
+    def __init__(
+        self,
+        *,
+        digit_wait_s: float = 1.5,
+        transcript_wait_s: float = 0.6,
+        finished_wait_s: float = 0.2,
+        short_wait_s: float = 0.5,
+        **kwargs,
+    ):
         super().__init__(wait_for_transcript=False, **kwargs)
         self._digit_wait_s = digit_wait_s
+        self._finished_wait_s = finished_wait_s
+        self._short_wait_s = short_wait_s
         self._transcript_wait_s = transcript_wait_s  # how long Smart Turn's "complete" waits
         self._silence_text: str | None = None  # the transcript of the turn so far, this silence
         self._hold: asyncio.Task | None = None
@@ -111,5 +124,13 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
             and sounds_finished(frame.text)
         ):
             self._turn_complete = True
-            await self._maybe_trigger_user_turn_stopped()
+            if not self._hold:
+                # A comma's pause reads as finished too ("Hello," / "..., please"): the words
+                # close the turn only if the silence goes on a little (speech resuming
+                # cancels the hold), and a short fragment needs longer.
+                short = len(frame.text.split()) < SHORT_WORDS
+                wait = self._short_wait_s if short else self._finished_wait_s
+                self._hold = self.task_manager.create_task(
+                    self._close_after(wait, final=True), f"{self}::finished-wait"
+                )
         return result

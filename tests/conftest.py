@@ -17,6 +17,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _passed = 0
 
 
+def pytest_collection_modifyitems(items):
+    # End-to-end tests are real-time calls on a 2-core machine: one retry absorbs a
+    # scheduling hiccup; a real failure fails twice.
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
+
+
 def pytest_runtest_logreport(report):
     global _passed
     if report.when == "call" and report.passed:

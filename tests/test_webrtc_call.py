@@ -7,9 +7,9 @@ from tests.support import speech_8k, transcribe_8k, wer
 from tests.webrtc_peer import WebRTCCaller
 
 SCRIPT = [
-    "Hello, I would like to make a reservation for tomorrow evening.",
+    "Hello I would like to make a reservation for tomorrow evening.",
     "My name is Alice.",
-    "No thanks, goodbye.",
+    "No thanks goodbye.",
 ]
 
 pytestmark = pytest.mark.e2e
