@@ -61,7 +61,7 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         *,
         digit_wait_s: float = 1.5,
         transcript_wait_s: float = 0.6,
-        finished_wait_s: float = 0.2,
+        finished_wait_s: float = 0.0,
         short_wait_s: float = 0.5,
         **kwargs,
     ):
@@ -125,9 +125,9 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         ):
             self._turn_complete = True
             if not self._hold:
-                # A comma's pause reads as finished too ("Hello," / "..., please"): the words
-                # close the turn only if the silence goes on a little (speech resuming
-                # cancels the hold), and a short fragment needs longer.
+                # A comma's pause after one or two words reads as finished too ("Hello,",
+                # "No thanks,"): those close the turn only if the silence goes on (speech
+                # resuming cancels the hold). Longer sentences close at once by default.
                 short = len(frame.text.split()) < SHORT_WORDS
                 wait = self._short_wait_s if short else self._finished_wait_s
                 self._hold = self.task_manager.create_task(
