@@ -15,16 +15,15 @@ Anything else is refused the way Twilio refuses it (401 20003, 404 20404, 400 21
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import secrets
-import socket
 from dataclasses import dataclass, field
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from telephony.local_server import LocalServer
 
 _CALL = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Calls/(CA[0-9a-f]{32})\.json$")
 _CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Calls\.json$")
@@ -43,12 +42,11 @@ class RestRequest:
 
 
 @dataclass(kw_only=True)
-class TwilioRestStandIn:
+class TwilioRestStandIn(LocalServer):
     account_sid: str
     auth_token: str
     requests: list[RestRequest] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # SIDs of calls placed
-    port: int = 0
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -104,20 +102,6 @@ class TwilioRestStandIn:
             "from": form["From"], "status": "queued", "direction": "outbound-api",
             "api_version": "2010-04-01",
         })
-
-    async def serve(self) -> None:
-        """Start on a free loopback port."""
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self.app(), log_level="warning"))
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        await self._task
 
     @property
     def base_url(self) -> str:

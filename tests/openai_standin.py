@@ -13,14 +13,14 @@ import asyncio
 import base64
 import io
 import json
-import socket
 import time
 import wave
 from collections import deque
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from telephony.local_server import LocalServer
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
@@ -38,7 +38,7 @@ def _audio_seconds(part: dict) -> float:
         return w.getnframes() / w.getframerate()
 
 
-class OpenAIStandIn:
+class OpenAIStandIn(LocalServer):
     def __init__(self, *, model: str = "fun-audio-chat", token_delay_s: float = 0.0):
         self.model = model
         self.token_delay_s = token_delay_s
@@ -121,19 +121,6 @@ class OpenAIStandIn:
         except (asyncio.CancelledError, GeneratorExit):
             self.aborted += 1
             raise
-
-    async def serve(self) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(self.app(), log_level="warning"))
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._server.should_exit = True
-        await self._task
 
     @property
     def base_url(self) -> str:
