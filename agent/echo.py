@@ -1,49 +1,100 @@
 """The agent's own voice coming back: what was played, and whether the input is only that.
 
 A caller on speakerphone sends the agent's audio back, delayed and quieter. The tap
-after the output transport keeps the last seconds of audio actually written to the
-line; `echo_share` finds the delay at which that audio best explains the input and
-reports how much of the input's energy it explains. Echo alone scores near 1; a
-caller talking over it scores low, so real barge-ins still get through.
+after the output transport sees each chunk as it is written, but pipecat's websocket
+output writes ahead of playback (twice real time) and the far end buffers it, so the
+tap keeps a *playout timeline*: each chunk is placed where the far end plays it (after
+what is already queued), and an interruption (Twilio `clear`, WebRTC flush) drops what
+was queued but not yet played. `echo_share` finds the delay at which the recently
+played audio best explains the input and reports how much of the input's energy it
+explains. Echo alone scores near 1; a caller talking over it scores low.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import soxr
-from pipecat.frames.frames import Frame, OutputAudioRawFrame, TTSAudioRawFrame
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    TTSAudioRawFrame,
+)
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 ECHO_RATE = 8000  # telephone band: all the line carries, and cheap to search
 
 
+@dataclass(kw_only=True)
+class _Played:
+    start: float  # monotonic time the far end starts playing it
+    samples: np.ndarray  # ECHO_RATE
+    speech: bool
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.samples) / ECHO_RATE
+
+
 class PlayedAudio:
-    """The last `keep_s` seconds of audio written to the line, and a clock of agent speech."""
+    """The audio the far end has played in the last `keep_s` seconds, and a speech clock."""
 
     def __init__(self, *, keep_s: float = 2.0):
-        self._keep = int(keep_s * ECHO_RATE)
-        self._chunks: deque[np.ndarray] = deque()
-        self._samples = 0
-        self.speech_s = 0.0  # seconds of agent speech written so far in this call
-        self.last_write = 0.0  # monotonic time of the last write
+        self._keep_s = keep_s
+        self._chunks: deque[_Played] = deque()
+        self._playout_end = 0.0  # when everything written so far has played
+        self._speech_done_s = 0.0  # agent speech in chunks dropped from `_chunks`
 
     def add(self, pcm: bytes, sample_rate: int, *, speech: bool) -> None:
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-        if speech:
-            self.speech_s += len(samples) / sample_rate
         if sample_rate != ECHO_RATE:
             samples = soxr.resample(samples, sample_rate, ECHO_RATE)
-        self._chunks.append(samples)
-        self._samples += len(samples)
-        while self._samples - len(self._chunks[0]) >= self._keep:
-            self._samples -= len(self._chunks.popleft())
-        self.last_write = time.monotonic()
+        now = time.monotonic()
+        start = max(now, self._playout_end)
+        self._chunks.append(_Played(start=start, samples=samples, speech=speech))
+        self._playout_end = start + len(samples) / ECHO_RATE
+        while self._chunks and self._chunks[0].end < now - self._keep_s:
+            old = self._chunks.popleft()
+            self._speech_done_s += len(old.samples) / ECHO_RATE if old.speech else 0.0
+
+    def flush(self) -> None:
+        """The far end dropped what it had not played yet (an interruption)."""
+        now = time.monotonic()
+        while self._chunks and self._chunks[-1].start >= now:
+            self._chunks.pop()
+        if self._chunks and self._chunks[-1].end > now:
+            last = self._chunks[-1]
+            last.samples = last.samples[: int((now - last.start) * ECHO_RATE)]
+        self._playout_end = min(self._playout_end, now)
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of agent speech the far end has played so far in this call."""
+        now = time.monotonic()
+        return self._speech_done_s + sum(
+            min(c.end, now) - c.start for c in self._chunks if c.speech and c.start < now
+        )
+
+    @property
+    def last_played(self) -> float:
+        """Monotonic time the far end last played (or is playing) agent audio."""
+        return min(self._playout_end, time.monotonic())
 
     def recent(self) -> np.ndarray:
-        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        """The last `keep_s` seconds as played, silence where nothing played."""
+        now = time.monotonic()
+        t0 = now - self._keep_s
+        out = np.zeros(int(self._keep_s * ECHO_RATE), dtype=np.float32)
+        for chunk in self._chunks:
+            first = int(round((chunk.start - t0) * ECHO_RATE))
+            lo, hi = max(first, 0), min(first + len(chunk.samples), len(out))
+            if hi > lo:
+                out[lo:hi] = chunk.samples[lo - first : hi - first]
+        return out
 
 
 class PlayedAudioTap(FrameProcessor):
@@ -55,9 +106,12 @@ class PlayedAudioTap(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, OutputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
-            self._played.add(frame.audio, frame.sample_rate,
-                             speech=isinstance(frame, TTSAudioRawFrame))
+        if direction == FrameDirection.DOWNSTREAM:
+            if isinstance(frame, OutputAudioRawFrame):
+                self._played.add(frame.audio, frame.sample_rate,
+                                 speech=isinstance(frame, TTSAudioRawFrame))
+            elif isinstance(frame, InterruptionFrame):
+                self._played.flush()
         await self.push_frame(frame, direction)
 
 

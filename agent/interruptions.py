@@ -58,10 +58,14 @@ class InterruptionSettings:
         "actually",
     )
     min_words: int = 2  # words beyond backchannels that make an interruption
+    # Words other than stop phrases count only over this much loud speech: short sounds
+    # ("mm-hmm") are where the recogniser invents words.
+    min_speech_s: float = 0.7
     long_speech_s: float = 1.2  # main-caller speech this long interrupts without words
     echo_share: float = 0.5  # input energy share explained by played audio that means echo
-    other_speaker_below: float = 0.86  # similarity to the caller under which a voice is ignored
-    voice_print_s: float = 1.5  # shorter overlaps are too short to tell voices apart
+    other_speaker_below: float = 0.78  # similarity to the caller under which a voice is ignored
+    voice_print_s: float = 1.5  # shorter overlaps are judged by pitch alone …
+    other_pitch_st: float = 4.0  # … as another voice this many semitones from the caller's
     decision_timeout_s: float = 1.5  # no words this long after the overlap: resume
     onset_s: float = 0.06  # loud input this long pauses the agent
     onset_ratio: float = 4.0  # "loud": this many times the noise floor …
@@ -74,12 +78,16 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
 
 
-def is_interruption(text: str, settings: InterruptionSettings) -> bool:
-    """Whether words heard over the agent ask for the floor."""
+def is_interruption(
+    text: str, settings: InterruptionSettings, *, speech_s: float = float("inf")
+) -> bool:
+    """Whether words heard over the agent (in `speech_s` of loud speech) ask for the floor."""
     words = _words(text)
     joined = f" {' '.join(words)} "
     if any(f" {' '.join(_words(p))} " in joined for p in settings.stop_phrases):
         return True
+    if speech_s < settings.min_speech_s:
+        return False
     for phrase in sorted(settings.backchannels, key=len, reverse=True):
         joined = joined.replace(f" {' '.join(_words(phrase))} ", " ")
     return len(joined.split()) >= settings.min_words
@@ -109,6 +117,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         self._overlap: bytearray | None = None  # audio of the overlap being judged
         self._floor = 100.0  # the line's noise level (int16 RMS)
         self._loud_s = 0.0  # how long the input has been loud
+        self._overlap_loud_s = 0.0  # loud input within the overlap
         self._paused_at: float | None = None
         self._frames = 0
         self._deciding = False
@@ -158,7 +167,10 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         if self._overlap is not None:
             self._overlap.extend(frame.audio)
         seconds = len(frame.audio) / 2 / frame.sample_rate
-        self._loud_s = self._loud_s + seconds if self._loud(frame.audio) else 0.0
+        loud = self._loud(frame.audio)
+        self._loud_s = self._loud_s + seconds if loud else 0.0
+        if self._overlap is not None and loud:
+            self._overlap_loud_s += seconds
         self._frames += 1
         if self._deciding:
             return
@@ -170,7 +182,8 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             return
         # How long the VAD has heard speech (it confirms `start_secs` after the onset).
         seconds = time.monotonic() - self._vad_since + self._vad_start_s
-        if self._frames % 5 == 0 and self._vad_speaking and seconds >= self._settings.long_speech_s:
+        long = self._vad_speaking and seconds >= self._settings.long_speech_s
+        if long and self._frames % 5 == 0 and self._can_tell_voices(len(self._overlap)):
             self._deciding = True
             try:
                 if await self._is_other_speaker(bytes(self._overlap)):
@@ -197,7 +210,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             return
         if not self._interruptible:
             return
-        share = self._echo() if time.monotonic() - self._played.last_write < 1.5 else 0.0
+        share = self._echo() if time.monotonic() - self._played.last_played < 1.5 else 0.0
         if share >= self._settings.echo_share:
             if self._frames % 25 == 0:
                 logger.debug(f"{self}: ignoring echo of the agent (share {share:.2f})")
@@ -206,29 +219,38 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         # A voice print needs over a second of speech, so other voices are told apart
         # only later (`_is_other_speaker`): until then they pause the agent like anyone.
         self._overlap = bytearray(b"".join(self._recent))
+        self._overlap_loud_s = self._loud_s
         if not self._vad_speaking:  # a level onset the VAD may never confirm
             self._arm_timeout(self._settings.unconfirmed_onset_s)
         if self._paused_at is None:
             self._paused_at = time.monotonic()
             await self.push_frame(AgentPauseFrame())
 
+    def _can_tell_voices(self, audio_bytes: int) -> bool:
+        """Long speech waits for a full voice print before it may stop the agent."""
+        tracker = self._speakers
+        enough = audio_bytes / 2 / self._rate >= self._settings.voice_print_s
+        return tracker is None or not tracker.enrolled or enough
+
     async def _is_other_speaker(self, audio: bytes) -> bool:
         """Whether an enrolled caller is clearly not the one speaking."""
         tracker = self._speakers
-        seconds = len(audio) / 2 / self._rate
-        if tracker is None or not tracker.enrolled or seconds < self._settings.voice_print_s:
+        if tracker is None or not tracker.enrolled or not audio:
             return False
-        embedding = await asyncio.to_thread(speakers.embed, audio)
-        similarity = tracker.similarity(embedding, tracker.main)
-        threshold = self._settings.other_speaker_below
-        logger.debug(f"{self}: overlap voice similarity to {tracker.main}: {similarity:.2f}")
-        return similarity < threshold
+        voice_print = await asyncio.to_thread(speakers.embed, audio)
+        if len(audio) / 2 / self._rate >= self._settings.voice_print_s:
+            similarity = tracker.similarity(voice_print, tracker.main)
+            logger.debug(f"{self}: overlap voice similarity to {tracker.main}: {similarity:.2f}")
+            return similarity < self._settings.other_speaker_below
+        apart = tracker.pitch_apart(voice_print, tracker.main)
+        logger.debug(f"{self}: overlap pitch {apart:.1f} semitones from {tracker.main}")
+        return apart >= self._settings.other_pitch_st
 
     async def _decide_on_words(self, text: str) -> None:
         audio = bytes(self._overlap or b"")
         if await self._is_other_speaker(audio):
             await self._resume(f"side talk {text!r}")
-        elif is_interruption(text, self._settings):
+        elif is_interruption(text, self._settings, speech_s=self._overlap_loud_s):
             await self._interrupt(repr(text))
         else:
             await self._resume(f"not an interruption: {text!r}")

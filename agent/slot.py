@@ -309,11 +309,11 @@ class AudioLLMSlot(FrameProcessor):
         if seconds < tracker.settings.min_s and tracker.labels():
             return self.last_speaker or tracker.main
         known = tracker.labels()
-        embedding = await asyncio.to_thread(speakers.embed, audio)
-        label = tracker.assign(embedding, seconds)
+        voice_print = await asyncio.to_thread(speakers.embed, audio)
+        label = tracker.assign(voice_print, seconds)
         self._clearly_other = (
             label != tracker.main
-            and tracker.similarity(embedding, tracker.main) < tracker.settings.unanswered_below
+            and tracker.similarity(voice_print, tracker.main) < tracker.settings.unanswered_below
         )
         if label not in known:
             if self._handover_pending:

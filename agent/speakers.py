@@ -1,8 +1,11 @@
 """Who is speaking: speaker embeddings, the enrolled caller, and later voices.
 
-Resemblyzer's GE2E encoder ships inside its wheel (no download). The main caller is
-enrolled from their first seconds of speech; every later stretch of speech is
-compared with the known voices (cosine similarity of the embeddings) and gets a
+Resemblyzer's GE2E encoder ships inside its wheel (no download). A voice print is
+its embedding plus the voice's median pitch: on 8 kHz phone audio the embeddings of
+two adult voices can sit as close as two utterances of one voice, while their pitch
+rarely lies within a few semitones. The main caller is enrolled from their first
+seconds of speech; every later stretch of speech is compared with the known voices
+(cosine similarity, less a penalty for a pitch far from the voice's) and gets a
 label: "caller", "speaker 2", "speaker 3", … Flows can hand the line to another
 voice with `set_main()` (a caller passing the phone over).
 """
@@ -29,7 +32,9 @@ class SpeakerSettings:
     # A turn goes unanswered only when its voice is this far from the main speaker's:
     # a wrong label is cheap, ignoring the caller is not.
     unanswered_below: float = 0.78
-    same_speaker: float = 0.86  # cosine similarity above which a voice is a known one
+    same_speaker: float = 0.82  # similarity above which a voice is a known one
+    pitch_tolerance_st: float = 2.5  # one voice's median pitch varies this much (semitones)
+    pitch_penalty: float = 0.06  # similarity lost per semitone beyond the tolerance
     max_speakers: int = 4
     # Said by the main speaker, these make the next new voice the main speaker.
     handover_phrases: tuple[str, ...] = (
@@ -52,28 +57,51 @@ def load_encoder():
             started = time.perf_counter()
             logger.info("Loading the speaker encoder (resemblyzer)")
             encoder = VoiceEncoder("cpu", verbose=False)
-            encoder.embed_utterance(np.zeros(EMBED_RATE, dtype=np.float32) + 1e-3)
+            warm = np.sin(np.arange(EMBED_RATE, dtype=np.float32) / 20) * 0.1
+            encoder.embed_utterance(warm)
+            _median_pitch(warm)  # librosa's first call compiles its kernels
             logger.info(f"Speaker encoder ready in {time.perf_counter() - started:.1f}s")
             _encoder = encoder
     return _encoder
 
 
-def embed(pcm16k: bytes) -> np.ndarray:
-    """A unit-length voice embedding of 16 kHz int16 speech. Blocking: call in a thread."""
+@dataclass(frozen=True, kw_only=True)
+class VoicePrint:
+    embedding: np.ndarray  # unit length
+    pitch_hz: float  # median pitch of the voiced frames; nan when none
+
+
+def _median_pitch(wav: np.ndarray) -> float:
+    import librosa
+
+    hop = 320
+    f0 = librosa.yin(wav, fmin=60, fmax=400, sr=EMBED_RATE, frame_length=1024, hop_length=hop)
+    level = librosa.feature.rms(y=wav, frame_length=1024, hop_length=hop)[0][: len(f0)]
+    voiced = f0[: len(level)][level > 0.3 * np.percentile(level, 95)] if len(level) else f0[:0]
+    return float(np.median(voiced)) if len(voiced) else float("nan")
+
+
+def embed(pcm16k: bytes) -> VoicePrint:
+    """The voice print of 16 kHz int16 speech. Blocking: call in a thread."""
     wav = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
-    return load_encoder().embed_utterance(wav)
+    return VoicePrint(embedding=load_encoder().embed_utterance(wav), pitch_hz=_median_pitch(wav))
 
 
 @dataclass(kw_only=True)
 class _Voice:
     label: str
-    embeddings: list[np.ndarray] = field(default_factory=list)
+    prints: list[VoicePrint] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def centroid(self) -> np.ndarray:
-        mean = np.mean(self.embeddings, axis=0)
+        mean = np.mean([p.embedding for p in self.prints], axis=0)
         return mean / (np.linalg.norm(mean) + 1e-9)
+
+    @property
+    def pitch_hz(self) -> float:
+        pitches = [p.pitch_hz for p in self.prints if not np.isnan(p.pitch_hz)]
+        return float(np.median(pitches)) if pitches else float("nan")
 
 
 class SpeakerTracker:
@@ -98,23 +126,34 @@ class SpeakerTracker:
         logger.info(f"main speaker is now {label!r} (was {self.main!r})")
         self.main = label
 
-    def similarity(self, embedding: np.ndarray, label: str) -> float:
-        voice = next(v for v in self._voices if v.label == label)
-        return float(np.dot(voice.centroid, embedding))
+    def similarity(self, voice_print: VoicePrint, label: str) -> float:
+        return self._score(voice_print, next(v for v in self._voices if v.label == label))
 
-    def identify(self, embedding: np.ndarray) -> tuple[str | None, float]:
+    def _score(self, voice_print: VoicePrint, voice: _Voice) -> float:
+        score = float(np.dot(voice.centroid, voice_print.embedding))
+        beyond = self.pitch_apart(voice_print, voice.label) - self.settings.pitch_tolerance_st
+        return score - self.settings.pitch_penalty * max(0.0, beyond)
+
+    def pitch_apart(self, voice_print: VoicePrint, label: str) -> float:
+        """Semitones between a print's pitch and a voice's (0 when either is unknown)."""
+        voice = next(v for v in self._voices if v.label == label)
+        apart = abs(12 * np.log2(voice_print.pitch_hz / voice.pitch_hz))
+        return 0.0 if np.isnan(apart) else float(apart)
+
+    def identify(self, voice_print: VoicePrint) -> tuple[str | None, float]:
         """The closest known voice and its similarity (None when no voice is known)."""
         if not self._voices:
             return None, 0.0
-        scores = [(float(np.dot(v.centroid, embedding)), v.label) for v in self._voices]
-        score, label = max(scores)
+        score, label = max((self._score(voice_print, v), v.label) for v in self._voices)
         return label, score
 
-    def assign(self, embedding: np.ndarray, seconds: float) -> str:
+    def assign(self, voice_print: VoicePrint, seconds: float) -> str:
         """Label a stretch of speech, enrolling voices as they appear."""
-        label, score = self.identify(embedding)
+        label, score = self.identify(voice_print)
+        # Until the main caller is enrolled their print is too thin to tell a new voice by.
         new = label is None or (
-            score < self.settings.same_speaker
+            self.enrolled
+            and score < self.settings.same_speaker
             and seconds >= self.settings.new_voice_s
             and len(self._voices) < self.settings.max_speakers
         )
@@ -123,6 +162,6 @@ class SpeakerTracker:
             self._voices.append(voice)
         else:
             voice = next(v for v in self._voices if v.label == label)
-        voice.embeddings = (voice.embeddings + [embedding])[-8:]
+        voice.prints = (voice.prints + [voice_print])[-8:]
         voice.seconds += seconds
         return voice.label

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -60,9 +61,10 @@ def scenarios(quick: bool) -> list[ov.Scenario]:
         s(name="breath", kind="noise", should_stop=False, clip=ov.breath(2)),
         s(name="knock", kind="noise", should_stop=False, clip=ov.noise_burst(3), acoustics=NOISY),
         s(name="side talk partner", kind="side_talk", should_stop=False,
+          clip_voice="partner",
           clip=ov.say("Honey, can you grab the car keys from the kitchen table for me?",
                       "partner")),
-        s(name="side talk child", kind="side_talk", should_stop=False,
+        s(name="side talk child", kind="side_talk", should_stop=False, clip_voice="child",
           clip=ov.say("Mum, where is my blue jacket, I cannot find it anywhere?", "child")),
         s(name="echo", kind="echo", should_stop=False, acoustics=ECHO),
         s(name="echo + barge-in", kind="barge_in", should_stop=True, acoustics=ECHO,
@@ -87,12 +89,15 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, only: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cw-interrupt-"))
-    server = start_server(tmp)
+    server = start_server(tmp, LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"))
+    print(f"server log: {server.log_path}")
     outcomes = []
     try:
         for scenario in scenarios(quick):
+            if only not in scenario.name:
+                continue
             outcome = await ov.run(server, scenario, caller)
             outcomes.append(outcome)
             labels = [t["speaker_label"] for t in outcome.turns if t["speaker"] == "caller"]
@@ -117,7 +122,9 @@ async def main(quick: bool) -> None:
 
     label_total = label_right = 0
     for o in outcomes:
-        truth = ["caller"] + [who for who, _ in o.scenario.later]
+        # A clip that stopped the agent opened a caller turn: its voice is labelled too.
+        clip = [o.scenario.clip_voice] if o.stopped else []
+        truth = ["caller"] + clip + [who for who, _ in o.scenario.later]
         got = [t["speaker_label"] for t in o.turns if t["speaker"] == "caller"]
         expected = {"caller": "caller"}
         for who, label in zip(truth, got, strict=False):
@@ -146,4 +153,6 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every third scenario only")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--only", default="", help="scenarios whose name contains this")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.only))

@@ -155,8 +155,8 @@ class Settings(BaseSettings):
     )
     speaker_labels: bool = Field(True, validation_alias=_env("SPEAKER_LABELS"))
     speaker_similarity: float = Field(
-        0.86, validation_alias=_env("SPEAKER_SIMILARITY"),
-        description="Voice-embedding similarity above which speech is a known speaker's.",
+        0.82, validation_alias=_env("SPEAKER_SIMILARITY"),
+        description="Voice-print similarity above which speech is a known speaker's.",
     )
 
     webrtc_ice_servers: list[IceServer] = Field(

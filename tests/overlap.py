@@ -108,6 +108,7 @@ class Scenario:
     should_stop: bool | None  # whether the clip must stop the agent's reply
     clip: bytes | None = None  # mixed in while the agent replies to the opening
     clip_after_s: float = 1.2  # after the reply's first audio
+    clip_voice: str = "caller"  # who says the clip (its true speaker label)
     acoustics: LineAcoustics = LineAcoustics()
     opening: bytes = b""
     later: list[tuple[str, bytes]] = field(default_factory=list)  # (true speaker, line)

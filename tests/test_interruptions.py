@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from agent.echo import ECHO_RATE, echo_share
+from agent.echo import ECHO_RATE, PlayedAudio, echo_share
 from agent.interruptions import InterruptionSettings, is_interruption
 from agent.turns import reads_out
 from telephony.emulator import LineAcoustics
@@ -22,6 +22,24 @@ def test_echo_share_tells_echo_from_double_talk():
     assert echo_share(echo, ECHO_RATE, played) > 0.9
     assert echo_share(echo + voice, ECHO_RATE, played) < 0.3
     assert echo_share(voice, ECHO_RATE, played) < 0.1
+
+
+def test_played_audio_follows_the_far_end_playout_not_the_writes(monkeypatch):
+    """pipecat writes ahead of playback; echo and the heard clock follow what has played."""
+    clock = [100.0]
+    monkeypatch.setattr("agent.echo.time.monotonic", lambda: clock[0])
+    played = PlayedAudio(keep_s=1.0)
+    tone = np.full(2 * ECHO_RATE, 1000, dtype=np.int16)
+    for i in range(4):  # four 0.5 s chunks written within one second: 2 s of playout
+        played.add(tone[i * 4000 : (i + 1) * 4000].tobytes(), ECHO_RATE, speech=True)
+        clock[0] += 0.25
+    assert played.speech_s == pytest.approx(1.0)  # 1 s has played, not the 2 s written
+    assert np.count_nonzero(played.recent()) == pytest.approx(ECHO_RATE, abs=2)
+    played.flush()  # a clear: the unplayed second is gone
+    clock[0] += 0.5
+    assert played.speech_s == pytest.approx(1.0)
+    assert np.count_nonzero(played.recent()) == pytest.approx(ECHO_RATE / 2, abs=2)
+    assert played.last_played == pytest.approx(101.0)
 
 
 def test_words_that_interrupt():
