@@ -116,26 +116,31 @@ class PlayedAudioTap(FrameProcessor):
 
 
 def echo_share(caller: np.ndarray, caller_rate: int, played: np.ndarray) -> float:
-    """Share (0..1) of the caller signal's energy explained by a delayed, scaled `played`.
+    """Share (0..1) of the caller signal's energy explained by delayed, scaled `played`.
 
-    The best delay is searched by FFT cross-correlation over all of `played`; the
-    squared normalised correlation at that delay is the explained share.
+    Judged in 50 ms blocks, each at its own best delay: the far end's playout drifts
+    against ours by a few ms from chunk to chunk (jitter buffers, a loaded machine),
+    which is enough to decorrelate a single alignment over half a second.
     """
     x = caller.astype(np.float32)
     if caller_rate != ECHO_RATE:
         x = soxr.resample(x, caller_rate, ECHO_RATE)
-    x = x - x.mean()
-    n = len(x)
-    if n == 0 or not len(played) or float(np.dot(x, x)) < 1e-3:
+    n = ECHO_RATE // 20
+    x = x[len(x) % n :]  # whole blocks, ending with the newest sample
+    x = x - x.mean() if len(x) else x
+    total = float(np.dot(x, x))
+    if not len(x) or not len(played) or total < 1e-3:
         return 0.0
-    r = played.astype(np.float32)
+    blocks = x.reshape(-1, n)
     # Silence before the first played audio, so echo of the agent's first words aligns.
-    r = np.concatenate([np.zeros(n, dtype=np.float32), r])
+    r = np.concatenate([np.zeros(n, dtype=np.float32), played.astype(np.float32)])
     size = 1 << int(np.ceil(np.log2(len(r) + n)))
-    corr = np.fft.irfft(np.fft.rfft(r, size) * np.conj(np.fft.rfft(x, size)), size)
-    corr = corr[: len(r) - n + 1]
+    spectrum = np.fft.rfft(r, size)
+    corr = np.fft.irfft(spectrum[None, :] * np.conj(np.fft.rfft(blocks, size)), size)
+    corr = corr[:, : len(r) - n + 1]
     # Energy of each window of `played`, for normalising every lag at once.
     cumsum = np.concatenate([[0.0], np.cumsum(r.astype(np.float64) ** 2)])
-    window_energy = cumsum[n:] - cumsum[:-n]
-    score = corr**2 / (np.maximum(window_energy, 1e-3) * float(np.dot(x, x)))
-    return float(np.clip(score.max(), 0.0, 1.0))
+    window_energy = np.maximum(cumsum[n:] - cumsum[:-n], 1e-3)
+    energy = np.einsum("ij,ij->i", blocks, blocks)
+    share = (corr**2 / window_energy[None, :]).max(axis=1) / np.maximum(energy, 1e-3)
+    return float(np.clip(np.dot(np.clip(share, 0.0, 1.0), energy) / total, 0.0, 1.0))

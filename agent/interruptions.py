@@ -64,7 +64,7 @@ class InterruptionSettings:
     long_speech_s: float = 1.2  # main-caller speech this long interrupts without words
     echo_share: float = 0.5  # input energy share explained by played audio that means echo
     other_speaker_below: float = 0.78  # similarity to the caller under which a voice is ignored
-    voice_print_s: float = 1.5  # shorter overlaps are judged by pitch alone …
+    voice_print_s: float = 1.5  # less loud speech than this is judged by pitch alone …
     other_pitch_st: float = 4.0  # … as another voice this many semitones from the caller's
     decision_timeout_s: float = 1.5  # no words this long after the overlap: resume
     onset_s: float = 0.06  # loud input this long pauses the agent
@@ -118,6 +118,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         self._floor = 100.0  # the line's noise level (int16 RMS)
         self._loud_s = 0.0  # how long the input has been loud
         self._overlap_loud_s = 0.0  # loud input within the overlap
+        self._echo_at, self._echo_last = 0.0, 0.0
         self._paused_at: float | None = None
         self._frames = 0
         self._deciding = False
@@ -183,7 +184,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         # How long the VAD has heard speech (it confirms `start_secs` after the onset).
         seconds = time.monotonic() - self._vad_since + self._vad_start_s
         long = self._vad_speaking and seconds >= self._settings.long_speech_s
-        if long and self._frames % 5 == 0 and self._can_tell_voices(len(self._overlap)):
+        if long and self._frames % 5 == 0 and self._can_tell_voices():
             self._deciding = True
             try:
                 if await self._is_other_speaker(bytes(self._overlap)):
@@ -201,8 +202,13 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         return level > max(self._settings.onset_ratio * self._floor, self._settings.onset_level)
 
     def _echo(self) -> float:
-        audio = np.frombuffer(b"".join(self._recent), dtype=np.int16)
-        return echo_share(audio, self._rate, self._played.recent())
+        """The echo share of the last half second, re-measured at most every 0.1 s."""
+        now = time.monotonic()
+        if now - self._echo_at >= 0.1:
+            audio = np.frombuffer(b"".join(self._recent), dtype=np.int16)
+            self._echo_at, self._echo_last = now, echo_share(audio, self._rate,
+                                                             self._played.recent())
+        return self._echo_last
 
     async def _overlap_started(self) -> None:
         if self._overlap is not None:  # speech resumed within the overlap: wait for its words
@@ -226,10 +232,10 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             self._paused_at = time.monotonic()
             await self.push_frame(AgentPauseFrame())
 
-    def _can_tell_voices(self, audio_bytes: int) -> bool:
+    def _can_tell_voices(self) -> bool:
         """Long speech waits for a full voice print before it may stop the agent."""
         tracker = self._speakers
-        enough = audio_bytes / 2 / self._rate >= self._settings.voice_print_s
+        enough = self._overlap_loud_s >= self._settings.voice_print_s
         return tracker is None or not tracker.enrolled or enough
 
     async def _is_other_speaker(self, audio: bytes) -> bool:
@@ -238,10 +244,10 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         if tracker is None or not tracker.enrolled or not audio:
             return False
         voice_print = await asyncio.to_thread(speakers.embed, audio)
-        if len(audio) / 2 / self._rate >= self._settings.voice_print_s:
+        if self._overlap_loud_s >= self._settings.voice_print_s:
             similarity = tracker.similarity(voice_print, tracker.main)
             logger.debug(f"{self}: overlap voice similarity to {tracker.main}: {similarity:.2f}")
-            return similarity < self._settings.other_speaker_below
+            return tracker.differs(voice_print, tracker.main, self._settings.other_speaker_below)
         apart = tracker.pitch_apart(voice_print, tracker.main)
         logger.debug(f"{self}: overlap pitch {apart:.1f} semitones from {tracker.main}")
         return apart >= self._settings.other_pitch_st

@@ -73,6 +73,7 @@ PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
 OVERLAP_LOOKBACK_S = 0.5  # audio before a pause that belongs to the speech that caused it
 RESUME_BACKUP_S = 0.05  # resume a little before the word boundary, not in its onset
+MAX_CONTINUATION_S = 30.0  # longer unanswered stretches are not joined into one turn
 
 
 @dataclass(kw_only=True)
@@ -132,6 +133,7 @@ class _AgentTurn:
     base_s: float = 0.0  # the played-speech clock when `segments` began
     paused: bool = False
     held: list[int] = field(default_factory=list)  # pieces generated while paused
+    caller: CallerTurnFrame | None = None  # the caller's words, stored once answered
 
     @property
     def planned_text(self) -> str:
@@ -190,6 +192,10 @@ class AudioLLMSlot(FrameProcessor):
         self._pre_roll: deque[bytes] = deque()
         self._pre_roll_bytes = 0
         self._capture: bytearray | None = None
+        # The caller's last turn and all since, until the agent answers it: if the caller
+        # goes on before that, it was a pause, not the end of their turn.
+        self._continuation: bytearray | None = None
+        self._unanswered: CallerTurnFrame | None = None  # its words, while that is open
         self._prepared: bytes | None = None  # the turn's audio as of the last VAD silence
         self._speech_start_ms = 0
         self._speech_end: float | None = None
@@ -212,6 +218,7 @@ class AudioLLMSlot(FrameProcessor):
             return
         if isinstance(frame, (EndFrame, CancelFrame)):
             await self._stop_turn(interrupted=True)
+            await self._settle_caller()
             await self.push_frame(frame, direction)
             return
         if isinstance(frame, InputAudioRawFrame):
@@ -229,7 +236,15 @@ class AudioLLMSlot(FrameProcessor):
             self._vad_speaking = True
             self._prepared = None  # speech resumed: that audio is not the whole turn
         elif isinstance(frame, UserStartedSpeakingFrame):
-            if self._overlap is not None:  # the speech that paused the agent opens the turn
+            if self._continuation is not None and self._nothing_heard():
+                # The caller only paused: the reply they did not hear yet is dropped and
+                # what they said before and since is one turn.
+                self._capture, self._continuation, self._overlap = self._continuation, None, None
+                self._unanswered = None
+                if self._agent is not None:
+                    self._agent.caller = None
+                logger.debug(f"{self}: caller goes on; the turn continues")
+            elif self._overlap is not None:  # the speech that paused the agent opens the turn
                 self._capture, self._overlap = self._overlap, None
                 seconds = len(self._capture) / 2 / self._in_rate
                 self._speech_start_ms = self._ms(time.monotonic() - seconds)
@@ -242,6 +257,7 @@ class AudioLLMSlot(FrameProcessor):
             if self._capture is not None:
                 # Silence since the VAD stopped adds nothing; reuse the prepared work.
                 audio = self._prepared or bytes(self._capture)
+                self._continuation = self._capture
                 self._capture = self._prepared = None
                 self._start_turn(audio)
         elif isinstance(frame, InterruptionFrame):
@@ -273,6 +289,10 @@ class AudioLLMSlot(FrameProcessor):
             self._capture.extend(audio)
         if self._overlap is not None:
             self._overlap.extend(audio)
+        if self._continuation is not None:
+            self._continuation.extend(audio)
+            if len(self._continuation) > MAX_CONTINUATION_S * sample_rate * 2:
+                self._continuation = None
 
     async def _prepare(self, audio: bytes) -> None:
         """Start on a turn that may be over; its transcript helps decide that it is."""
@@ -288,6 +308,8 @@ class AudioLLMSlot(FrameProcessor):
 
     def _start_turn(self, audio: bytes | None, *, dtmf: str = "", silence: bool = False) -> None:
         self._cancel_silence_timer()
+        if audio is None:
+            self._continuation = None
         if self._task and not self._task.done():
             self._task.cancel()
         request = TurnRequest(
@@ -311,9 +333,8 @@ class AudioLLMSlot(FrameProcessor):
         known = tracker.labels()
         voice_print = await asyncio.to_thread(speakers.embed, audio)
         label = tracker.assign(voice_print, seconds)
-        self._clearly_other = (
-            label != tracker.main
-            and tracker.similarity(voice_print, tracker.main) < tracker.settings.unanswered_below
+        self._clearly_other = label != tracker.main and tracker.differs(
+            voice_print, tracker.main, tracker.settings.unanswered_below
         )
         if label not in known:
             if self._handover_pending:
@@ -328,6 +349,7 @@ class AudioLLMSlot(FrameProcessor):
         caller_span: tuple[int, int],
         labelling: asyncio.Task | None = None,
     ) -> None:
+        await self._settle_caller()  # an earlier turn left unanswered and not continued
         turn = _AgentTurn(started=time.monotonic(), speech_end=self._speech_end)
         self._agent = turn
         last = turn.started
@@ -340,19 +362,18 @@ class AudioLLMSlot(FrameProcessor):
                     self.last_speaker = label
                     if event.text:
                         start_ms, end_ms = caller_span
-                        await self.push_frame(CallerTurnFrame(
+                        turn.caller = CallerTurnFrame(
                             text=event.text, start_ms=start_ms, end_ms=end_ms, speaker_label=label
-                        ))
+                        )
                     if label is not None and label != self.speakers.main and self._clearly_other:
                         # Someone else in the room: keep it on record, don't answer it.
                         logger.info(f"{self}: not answering {label} (main: {self.speakers.main})")
                         await self._session.cancel()
+                        await self._close_turn(turn)
                         self._agent = None
                         return
-                    if event.text:
-                        self._history.append(ContextTurn(role="caller", text=event.text))
-                        if label is not None and self._announces_handover(event.text):
-                            self._handover_pending = True
+                    if event.text and label is not None and self._announces_handover(event.text):
+                        self._handover_pending = True
                 elif isinstance(event, TextDelta):
                     if not turn.planned:
                         turn.timings["reply_ms"] = int((now - last) * 1000)
@@ -379,6 +400,7 @@ class AudioLLMSlot(FrameProcessor):
             await self._fail_over(turn)
         turn.generated = True
         if turn.first_audio is None:
+            await self._close_turn(turn)
             self._agent = None
             if turn.end_call:
                 await self.push_frame(EndTaskFrame(), FrameDirection.UPSTREAM)
@@ -419,6 +441,25 @@ class AudioLLMSlot(FrameProcessor):
             await self.push_frame(TransferCallFrame(to=fallback.transfer_to))
         else:
             turn.end_call = True
+
+    def _nothing_heard(self) -> bool:
+        turn = self._agent
+        return turn is None or turn.first_audio is None or self._heard_so_far(turn) == 0
+
+    async def _close_turn(self, turn: _AgentTurn) -> None:
+        """The caller has heard the reply (or there is none): their turn is over."""
+        self._continuation = None
+        await self._settle_caller(turn)
+
+    async def _settle_caller(self, turn: _AgentTurn | None = None) -> None:
+        """Store the caller's words (and put them in the context): they are answered."""
+        frames = [self._unanswered, turn.caller if turn else None]
+        self._unanswered = None
+        if turn:
+            turn.caller = None
+        for frame in filter(None, frames):
+            self._history.append(ContextTurn(role="caller", text=frame.text))
+            await self.push_frame(frame)
 
     async def _play(self, turn: _AgentTurn, chunk: AudioChunk, now: float) -> None:
         if turn.first_audio is None:
@@ -529,6 +570,7 @@ class AudioLLMSlot(FrameProcessor):
         if turn is None or name not in turn.marks:
             return
         turn.heard_chars = max(turn.heard_chars, turn.marks[name])
+        await self._close_turn(turn)
         if turn.generated and name == turn.last_mark:
             await self._finish_agent_turn(turn, interrupted=False)
             if turn.end_call:
@@ -540,6 +582,13 @@ class AudioLLMSlot(FrameProcessor):
             await self._session.cancel()
             await self.cancel_task(self._task)
         turn = self._agent
+        if turn is not None and turn.caller is not None:
+            if self._continuation is not None and self._nothing_heard():
+                # Unanswered: joins the caller's next words if they go on (else stored then).
+                await self._settle_caller()
+                self._unanswered, turn.caller = turn.caller, None
+            else:
+                await self._settle_caller(turn)
         if turn is not None and turn.first_audio is not None:
             turn.heard_chars = self._heard_so_far(turn)
             await self._finish_agent_turn(turn, interrupted=interrupted)
@@ -560,6 +609,9 @@ class AudioLLMSlot(FrameProcessor):
             )
         planned = turn.planned_text
         heard = planned[: turn.heard_chars].strip()
+        if interrupted and not heard:
+            return  # nothing reached the caller; their turn may yet go on
+        await self._close_turn(turn)
         interrupted = interrupted and heard != planned
         if heard:
             self._history.append(ContextTurn(role="agent", text=heard))

@@ -35,6 +35,9 @@ class SpeakerSettings:
     same_speaker: float = 0.82  # similarity above which a voice is a known one
     pitch_tolerance_st: float = 2.5  # one voice's median pitch varies this much (semitones)
     pitch_penalty: float = 0.06  # similarity lost per semitone beyond the tolerance
+    # Short speech gives loose embeddings: a low score means another voice only when the
+    # pitch differs too, or when it is this low.
+    distinct_below: float = 0.6
     max_speakers: int = 4
     # Said by the main speaker, these make the next new voice the main speaker.
     handover_phrases: tuple[str, ...] = (
@@ -140,6 +143,12 @@ class SpeakerTracker:
         apart = abs(12 * np.log2(voice_print.pitch_hz / voice.pitch_hz))
         return 0.0 if np.isnan(apart) else float(apart)
 
+    def differs(self, voice_print: VoicePrint, label: str, below: float) -> bool:
+        """Whether the print is not `label`'s voice (its similarity is under `below`)."""
+        score = self.similarity(voice_print, label)
+        pitch_differs = self.pitch_apart(voice_print, label) >= self.settings.pitch_tolerance_st
+        return score < below and (pitch_differs or score < self.settings.distinct_below)
+
     def identify(self, voice_print: VoicePrint) -> tuple[str | None, float]:
         """The closest known voice and its similarity (None when no voice is known)."""
         if not self._voices:
@@ -153,7 +162,7 @@ class SpeakerTracker:
         # Until the main caller is enrolled their print is too thin to tell a new voice by.
         new = label is None or (
             self.enrolled
-            and score < self.settings.same_speaker
+            and self.differs(voice_print, label, self.settings.same_speaker)
             and seconds >= self.settings.new_voice_s
             and len(self._voices) < self.settings.max_speakers
         )

@@ -27,6 +27,13 @@ _CONTINUES = {
 }
 _SENTENCE_END = re.compile(r"[.?!]$")
 _READING_OUT = {"dot", "at", "underscore", "dash", "hyphen", "slash", "street", "apartment"}
+# Digits as the recogniser sometimes writes them: "two one two", "oh seven".
+_DIGIT_WORDS = {"zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                "nine", "double", "triple"}
+
+
+def _digit_like(word: str) -> bool:
+    return any(c.isdigit() for c in word) or word in _DIGIT_WORDS
 
 
 def reads_out(text: str) -> bool:
@@ -35,7 +42,7 @@ def reads_out(text: str) -> bool:
     tail = words[-4:]
     if not tail:
         return False
-    return (sum(any(c.isdigit() for c in w) for w in tail) >= 2 or tail[-1] in _READING_OUT
+    return (sum(_digit_like(w) for w in tail) >= 2 or tail[-1] in _READING_OUT
             or "@" in tail[-1] or any(c.isdigit() for c in tail[-1]))
 
 
@@ -48,8 +55,8 @@ def sounds_finished(text: str) -> bool:
         return False
     if words[-1] in _CONTINUES or words[-1].isdigit():
         return False
-    # Three or more digits in the last words: a number being read out.
-    return sum(w.isdigit() for w in words[-4:]) < 2
+    # Two or more digits in the last words: a number being read out.
+    return sum(_digit_like(w) for w in words[-4:]) < 2
 
 
 class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):

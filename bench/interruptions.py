@@ -78,9 +78,9 @@ def scenarios(quick: bool) -> list[ov.Scenario]:
                                     "partner")),
                  ("caller", ov.say("What are your opening hours on Sunday?"))]),
         s(name="phone number", kind="digits", should_stop=None,
-          opening=digits(["My number is five five five", "two one three", "four four nine one"])),
+          opening=digits(["My number is two one two", "three one three", "four four nine one"])),
         s(name="phone number, noisy", kind="digits", should_stop=None, acoustics=NOISY,
-          opening=digits(["It is zero seven seven", "one two three", "nine eight seven six"])),
+          opening=digits(["My number is three one three", "two one two", "four nine one one"])),
     ]
     return out[::3] if quick else out
 

@@ -129,7 +129,7 @@ def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env
         "TWILIO_API_BASE_URL": rest_url or "http://127.0.0.1:9",
         "CALLWRIGHT_SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": database_url,
-        "LOG_LEVEL": "INFO",
+        "LOG_LEVEL": os.environ.get("CALLWRIGHT_TEST_LOG_LEVEL", "INFO"),
         **{k: str(v) for k, v in env_extra.items()},
     }
     log_path = tmp / "server.log"

@@ -33,6 +33,12 @@ def test_voices_are_told_apart_by_print_and_pitch():
     assert tracker.similarity(partner, "caller") < unanswered
     assert tracker.similarity(child, "caller") < unanswered
 
+    # A short phrase of the caller's scores low on its embedding; its pitch keeps it theirs.
+    digits = speakers.embed(phone("two one three", "caller"))
+    assert tracker.similarity(digits, "caller") < tracker.settings.same_speaker
+    assert not tracker.differs(digits, "caller", tracker.settings.same_speaker)
+    assert tracker.differs(partner, "caller", tracker.settings.same_speaker)
+
     assert tracker.assign(again, 2.5) == "caller"
     assert tracker.assign(partner, 2.5) == "speaker 2"
     assert tracker.assign(child, 2.5) == "speaker 3"
