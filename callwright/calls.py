@@ -74,9 +74,12 @@ class CallRunner:
         """Converse until the call ends.
 
         `flow` overrides the default flow; `control` sees the agent's frames once played
-        (transfer, for the transport); `record` overrides the RECORD_CALLS setting.
+        (transfer, for the transport); `record` overrides the flow's `record:`, which
+        overrides the RECORD_CALLS setting.
         """
         recording = None
+        if record is None and self._flows is not None:
+            record = await self._flows.records(flow)
         if self._record_calls if record is None else record:
             recording = CallRecording(
                 data_dir=self._data_dir, call_id=call_id, sample_rate=sample_rate

@@ -281,6 +281,9 @@ class Flow(FlowConfig):
         description="name -> 'package.module:function'; only these may be called.",
     )
     defaults: Defaults = Field(default_factory=Defaults)
+    record: bool | None = Field(
+        None, description="Record this flow's calls to disk; unset: RECORD_CALLS decides."
+    )
 
     def _check_graph(self) -> Flow:  # the loader checks references, with positions
         return self
