@@ -102,7 +102,8 @@ class SendDtmfAction(_Strict):
     """Play DTMF tones to the far end (an IVR, a conference bridge)."""
 
     type: Literal["send_dtmf"]
-    digits: str = Field(pattern=r"^[0-9*#wW]+$")
+    # Only keys the transport can play as tones (pipecat's KeypadEntry): no "w" pauses.
+    digits: str = Field(pattern=r"^[0-9*#]+$")
 
 
 class SetAction(_Strict):
