@@ -44,6 +44,9 @@ class CallOut(BaseModel):
     recording_path: str | None
     flow_name: str | None
     flow_version: str | None
+    direction: str | None
+    answered_by: str | None  # Twilio's answering-machine detection, on outbound calls
+    transferred_to: str | None
 
 
 class CallDetail(CallOut):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from loguru import logger
@@ -70,13 +71,18 @@ class CallRunner:
         flow: str | None = None,
         control: Sequence[FrameProcessor] = (),
         record: bool | None = None,
+        answered_by: str | None = None,
     ) -> None:
         """Converse until the call ends.
 
         `flow` overrides the default flow; `control` sees the agent's frames once played
-        (transfer, for the transport); `record` overrides the RECORD_CALLS setting.
+        (transfer, for the transport); `record` overrides the flow's `record:`, which
+        overrides the RECORD_CALLS setting; `answered_by` (answering-machine detection on
+        an outbound call) reaches flows as `caller.answered_by`.
         """
         recording = None
+        if record is None and self._flows is not None:
+            record = await self._flows.records(flow)
         if self._record_calls if record is None else record:
             recording = CallRecording(
                 data_dir=self._data_dir, call_id=call_id, sample_rate=sample_rate
@@ -87,6 +93,8 @@ class CallRunner:
                 logger.warning(f"call {call_id}: recording path not stored ({exc!r})")
         # Before the greeting: who is calling and what we remember of them.
         context = await self._memory.begin_call(call_id) if self._memory else CallContext()
+        if answered_by:
+            context = replace(context, caller={**context.caller, "answered_by": answered_by})
         set_call_context(context)  # read by the backend's reply policy or flow
         redactor = self._memory.redactor if self._memory else None
         try:

@@ -36,6 +36,18 @@ class FlowRuntime:
             logger.info(f"Flow {flow.spec.name} version {flow.version} from {flow.source}")
         await asyncio.to_thread(SentenceEncoder.encode, ["warm up"])
 
+    async def records(self, flow_name: str | None = None) -> bool | None:
+        """Whether the flow (`flow_name`, else the default) wants its calls recorded;
+        None when it does not say, or has no flow to ask."""
+        name = flow_name or self.default_flow
+        if not name:
+            return None
+        try:
+            flow = await asyncio.to_thread(self.library.get, name)
+        except Exception:  # opening the call's session reports a missing or broken flow
+            return None
+        return flow.spec.record
+
     async def new_run(
         self,
         *,

@@ -102,7 +102,8 @@ class SendDtmfAction(_Strict):
     """Play DTMF tones to the far end (an IVR, a conference bridge)."""
 
     type: Literal["send_dtmf"]
-    digits: str = Field(pattern=r"^[0-9*#wW]+$")
+    # Only keys the transport can play as tones (pipecat's KeypadEntry): no "w" pauses.
+    digits: str = Field(pattern=r"^[0-9*#]+$")
 
 
 class SetAction(_Strict):
@@ -281,6 +282,9 @@ class Flow(FlowConfig):
         description="name -> 'package.module:function'; only these may be called.",
     )
     defaults: Defaults = Field(default_factory=Defaults)
+    record: bool | None = Field(
+        None, description="Record this flow's calls to disk; unset: RECORD_CALLS decides."
+    )
 
     def _check_graph(self) -> Flow:  # the loader checks references, with positions
         return self

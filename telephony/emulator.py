@@ -289,6 +289,11 @@ class StreamSession:
         self.closed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
+    @property
+    def playout_end(self) -> float:
+        """When the agent audio received so far finishes playing (monotonic)."""
+        return self._playout_end
+
     def seq(self) -> str:
         self._seq += 1
         return str(self._seq)

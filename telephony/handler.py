@@ -20,6 +20,10 @@ class CallHandler(Protocol):
         observers: Sequence[BaseObserver] = (),
         flow: str | None = None,
         control: Sequence[FrameProcessor] = (),
+        record: bool | None = None,
+        answered_by: str | None = None,
     ) -> None:
         """Run the conversation (the default flow, or `flow`) until it ends; `control`
-        processors see the agent's frames once played (transfer, hang-up)."""
+        processors see the agent's frames once played (transfer, hang-up); `record`
+        overrides the recording setting; `answered_by` is the carrier's answering-machine
+        detection result on an outbound call."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -39,6 +40,7 @@ class RestRequest:
     path: str
     form: dict[str, str]
     lists: dict[str, list[str]] = field(default_factory=dict)  # repeated parameters
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass(kw_only=True)

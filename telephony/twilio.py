@@ -196,16 +196,20 @@ def create_router(
         async def _on_disconnected(_transport, _ws):
             dropped.set()
 
+        answered_by = str(params.get("answeredBy") or "") or None
         control = TwilioCallControl(account=config.account, call_sid=call_sid,
                                     transfer_allow=config.transfer_allow,
-                                    answered_by=str(params.get("answeredBy") or "") or None)
+                                    answered_by=answered_by)
+        call = await store.call_by_sid(call_sid)
+        flow = call.flow_name if call is not None else None  # the flow a dialled call asked for
         live[call_sid] = control
         lines.connected(call_sid)
         logger.info(f"call {call_sid}: stream {stream_sid} started")
         status, reason = "completed", "agent-hangup"
         try:
             await handler.run_call(transport=transport, call_id=call_id,
-                                   sample_rate=TWILIO_SAMPLE_RATE, control=[control])
+                                   sample_rate=TWILIO_SAMPLE_RATE, control=[control],
+                                   flow=flow, answered_by=answered_by)
         except Exception:
             logger.exception(f"call {call_sid}: pipeline failed")
             status, reason = "failed", "pipeline-error"
@@ -220,6 +224,8 @@ def create_router(
         elif dropped.is_set():
             status, reason = "failed", "stream-dropped"
         else:
+            if control.left_machine:
+                reason = "voicemail"
             await hang_up(config.account, call_sid)
         await _finish(store, call_id, status=status, reason=reason,
                       transferred_to=control.transferred_to)

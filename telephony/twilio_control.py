@@ -36,11 +36,13 @@ class TwilioCallControl(FrameProcessor):
         self._allow = transfer_allow
         self._answered_by = answered_by
         self.transferred_to: str | None = None
+        self.left_machine = False  # hung up because a machine answered
 
     async def answered(self, answered_by: str, *, end_call: bool) -> None:
         """Asynchronous detection finished mid-call."""
         await self.push_frame(AnsweredByFrame(answered_by=answered_by), FrameDirection.UPSTREAM)
         if end_call:
+            self.left_machine = True
             await self.push_frame(EndTaskFrame(), FrameDirection.UPSTREAM)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

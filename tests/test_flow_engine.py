@@ -304,3 +304,22 @@ async def test_templates_are_sandboxed_and_expressions_safe():
     turn = await FlowRun(flow=flow, caller={"name": "Bob"}).start()
     assert turn.text == "Hi Bob."  # the sandbox hides Python internals; the call goes on
     assert turn.node == "a"
+
+
+@pytest.mark.parametrize("answered_by,first", [
+    ("machine_end_beep", "voicemail"), ("machine_end_silence", "voicemail"),
+    ("human", "check_person"), (None, "check_person"),
+])
+async def test_reminder_leaves_a_message_on_a_machine(answered_by, first):
+    """Answering-machine detection reaches the flow as `caller.answered_by`."""
+    caller = {"name": "Ada", "day": "2026-11-30", "at": "15:00"}
+    if answered_by:
+        caller["answered_by"] = answered_by
+    run = FlowRun(flow=load_flow(EXAMPLES / "reminder.yaml"), caller=caller)
+    turn = await run.start()
+    assert run.path == ["answer", first]
+    if first == "voicemail":
+        assert "reached voicemail" in turn.text and "Am I speaking" not in turn.text
+        assert turn.dtmf == "#" and turn.end_call
+    else:
+        assert "Am I speaking with Ada" in turn.text and not turn.end_call

@@ -110,3 +110,12 @@ def test_handler_import_failure(tmp_path):
     message = problems(tmp_path, text)
     assert message.startswith("flow.yaml:14:9: handler 'book' (no_such_module:book) cannot be"), (
         message)
+
+
+def test_send_dtmf_takes_only_playable_keys(tmp_path):
+    """"w" (a pause in Twilio's sendDigits) has no tone: it would fail mid-call, so the
+    file is refused instead."""
+    text = GOOD.replace("post_actions: [{type: end_call}]",
+                        "post_actions: [{type: send_dtmf, digits: '1w2'}, {type: end_call}]")
+    message = problems(tmp_path, text)
+    assert message.startswith("flow.yaml:12:46: nodes.end.post_actions.0.digits"), message

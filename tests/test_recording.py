@@ -3,10 +3,13 @@
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
-from tests.support import caller, speech_8k, transcribe_8k
+from tests.admin_seed import add_user
+from tests.support import caller, speech_8k, start_server, transcribe_8k
+from tests.test_admin_site import signed_in_cookie
 
 pytestmark = pytest.mark.e2e
 
@@ -30,3 +33,27 @@ async def test_both_legs_are_recorded_to_a_stereo_wav(server):
     assert "sunday" in caller_leg and "front desk" not in caller_leg, caller_leg
     assert "front desk" in agent_leg and "goodbye" in agent_leg, agent_leg
     assert "sunday" not in agent_leg
+
+
+async def test_a_flow_can_turn_recording_off(tmp_path, rest_standin):
+    """`record: false` in a flow: no file, nothing in the API, no player in the admin."""
+    server = start_server(tmp_path, rest_url=rest_standin.base_url,
+                          FLOWS_DIR=Path(__file__).parent / "flows", DEFAULT_FLOW="private")
+    try:
+        add_user(server, "ann", "supervisor")
+        twilio = caller(server)
+        result = await twilio.call([])
+        assert result.errors == [] and result.hung_up_by == "agent"
+        assert "not recorded" in transcribe_8k(result.agent_audio()).lower()
+        call = await server.call_by_sid(twilio.call_sid)
+        assert call["flow_name"] == "private" and call["recording_path"] is None
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            cookie = {"cookie": await signed_in_cookie(client, "ann")}
+            page = (await client.get(f"/admin/calls/{call['id']}", headers=cookie)).text
+            listen = await client.get(f"/admin/calls/{call['id']}/recording", headers=cookie)
+    finally:
+        server.stop()
+    assert "No recording is stored for this call." in page and 'id="recording"' not in page
+    assert listen.status_code == 404
+    recordings = tmp_path / "recordings"
+    assert not recordings.exists() or not any(recordings.iterdir())
