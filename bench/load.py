@@ -36,6 +36,25 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else 0.0
 
 
+class LoopLag:
+    """How late this (the callers') event loop wakes: a late client would fake gaps."""
+
+    def __init__(self, period_s: float = 0.01):
+        self.lags_ms: list[float] = []
+        self._period = period_s
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(self._period)
+            self.lags_ms.append((time.monotonic() - t - self._period) * 1000)
+
+    def stop(self) -> str:
+        self._task.cancel()
+        return f"max {max(self.lags_ms, default=0):.0f} ms, p99 {pct(self.lags_ms, 0.99):.0f} ms"
+
+
 class Sampler:
     """The server's CPU and peak RSS while the load runs."""
 
@@ -70,8 +89,15 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> None:
             results.append((twilio.call_sid, await twilio.call(lines, end_timeout_s=10)))
 
     sampler = Sampler(server.process.pid)
+    client = psutil.Process()
+    client_cpu0 = sum(client.cpu_times()[:2])
+    lag = LoopLag()
+    started = time.monotonic()
+    print(f"load from {time.time():.1f} (epoch s)")
     await asyncio.gather(*(one_caller(i) for i in range(calls)))
     cores = sampler.stop()
+    client_lag = lag.stop()
+    client_cores = (sum(client.cpu_times()[:2]) - client_cpu0) / (time.monotonic() - started)
     await asyncio.sleep(2)  # the last turns reach the database
     held = sum(1 for _, r in results if r.max_gap_ms <= GAP_LIMIT_MS and not r.errors)
     latencies = [ms for _, r in results for ms in r.latencies_ms]
@@ -86,6 +112,7 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> None:
     print(f"  voice-to-voice p50 {pct(latencies, 0.5):.0f} ms, p90 {pct(latencies, 0.9):.0f} ms "
           f"({len(latencies)} replies)")
     print(f"  server CPU {cores:.2f} cores, peak RSS {sampler.peak_rss / 2**20:.0f} MB")
+    print(f"  callers (this process): CPU {client_cores:.2f} cores, loop lag {client_lag}")
     print(f"  turns lost: {lost}")
 
 
