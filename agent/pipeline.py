@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -19,6 +17,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_processor import UserTurnProcessor
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from agent.analyzers import SharedSileroVAD, SharedSmartTurn
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from agent.echo import PlayedAudio, PlayedAudioTap
 from agent.interruptions import BargeInStartStrategy, InterruptionSettings
@@ -51,10 +50,11 @@ def build_call_worker(
     after_output: Sequence[FrameProcessor] = (),
 ) -> PipelineWorker:
     """`after_output` sees frames once sent, in playback order: call control, recording."""
-    vad = SileroVADAnalyzer(params=VADParams(stop_secs=turn_taking.vad_stop_secs))
-    turn_analyzer = LocalSmartTurnAnalyzerV3(
-        smart_turn_model_path=str(models.smart_turn),
-        params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs),
+    vad = SharedSileroVAD(
+        model=models.silero_vad, params=VADParams(stop_secs=turn_taking.vad_stop_secs)
+    )
+    turn_analyzer = SharedSmartTurn(
+        model=models.smart_turn, params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs)
     )
     played = PlayedAudio()
     speakers = turn_taking.speakers

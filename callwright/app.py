@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from admin import api, site
-from agent import models, speakers
+from agent import analyzers, models, speakers
 from agent.cascade import EmbeddedCascade
 from agent.policy import Receptionist
 from agent.slot import SlotFallback
@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await migrate(engine)
         if interrupted := await store.interrupt_unfinished():
             logger.warning(f"{interrupted} calls left open by the last run marked interrupted")
+        await asyncio.to_thread(
+            analyzers.warm, silero=paths.silero_vad, smart_turn=paths.smart_turn
+        )
         await cascade.load()
         if backend is not cascade:
             await backend.load()

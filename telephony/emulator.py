@@ -422,7 +422,10 @@ class StreamSession:
                 return
             pcm = audioop.ulaw2lin(payload, 2)
             underrun = now - self._playout_end
-            if 0.0 < underrun < 0.6 and self.result.utterances:  # the caller heard a hole
+            # The caller hears a hole when sound resumes after it; a late start of the
+            # digital silence a stream may end with is not heard.
+            audible = pcm.count(0) < len(pcm)
+            if 0.0 < underrun < 0.6 and self.result.utterances and audible:
                 self.result.max_gap_ms = max(self.result.max_gap_ms, underrun * 1000)
             start = max(now, self._playout_end)
             self._playout_end = start + len(payload) / RATE

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
 from loguru import logger
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
@@ -21,6 +21,7 @@ from telephony.numbers import mask_number
 from telephony.twilio_control import TwilioCallControl
 from telephony.twilio_rest import TwilioAccount, hang_up
 from telephony.twilio_serializer import TwilioMediaStreamSerializer
+from telephony.twilio_transport import TwilioWebsocketTransport
 
 TWILIO_SAMPLE_RATE = 8000
 POLICY_VIOLATION = 1008
@@ -180,7 +181,7 @@ def create_router(
         serializer = TwilioMediaStreamSerializer(
             stream_sid=stream_sid, call_sid=call_sid, max_message_bytes=config.max_message_bytes
         )
-        transport = FastAPIWebsocketTransport(
+        transport = TwilioWebsocketTransport(
             websocket=websocket,
             params=FastAPIWebsocketParams(
                 audio_in_enabled=True,
