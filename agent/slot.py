@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -66,41 +66,14 @@ from agent.frames import (
     PlaybackMarkFrame,
     TransferCallFrame,
 )
+from agent.playback import AgentTurn, PushedSegment
 from agent.speakers import SpeakerTracker
 
 DTMF_PREFIX = "DTMF: "  # what pipecat's DTMFAggregator puts before the digits
 PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
 OVERLAP_LOOKBACK_S = 0.5  # audio before a pause that belongs to the speech that caused it
-RESUME_BACKUP_S = 0.05  # resume a little before the word boundary, not in its onset
 MAX_CONTINUATION_S = 30.0  # longer unanswered stretches are not joined into one turn
-
-
-@dataclass(kw_only=True)
-class _Piece:
-    """One synthesised chunk of agent speech and the span of planned text it says."""
-
-    text_start: int
-    text_end: int
-    audio: bytes
-    sample_rate: int
-
-    def chars_at(self, offset: int) -> int:
-        """Planned-text position reached `offset` bytes into the audio (by proportion)."""
-        share = min(1.0, offset / max(len(self.audio), 1))
-        return self.text_start + int((self.text_end - self.text_start) * share)
-
-    def offset_of(self, chars: int) -> int:
-        share = (chars - self.text_start) / max(self.text_end - self.text_start, 1)
-        backup = int(RESUME_BACKUP_S * self.sample_rate) * 2
-        return max(0, int(len(self.audio) * share) // 2 * 2 - backup)
-
-
-@dataclass(kw_only=True)
-class _Segment:
-    piece: int
-    offset: int  # bytes into the piece's audio where this pushed segment starts
-    length: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,53 +85,6 @@ class SlotFallback:
     audio: bytes  # int16 mono, pre-rendered while the model still worked
     sample_rate: int
     transfer_to: str | None = None
-
-
-@dataclass(kw_only=True)
-class _AgentTurn:
-    started: float  # monotonic time the turn was requested
-    speech_end: float | None  # when the caller's speech ended, for latency
-    planned: list[str] = field(default_factory=list)
-    marks: dict[str, int] = field(default_factory=dict)  # mark -> chars of text covered
-    heard_chars: int = 0
-    first_audio: float | None = None
-    audio_s: float = 0.0
-    generated: bool = False
-    end_call: bool = False
-    listen_timeout_s: float | None = None
-    last_mark: str | None = None
-    timings: dict[str, int] = field(default_factory=dict)
-    pieces: list[_Piece] = field(default_factory=list)
-    segments: list[_Segment] = field(default_factory=list)  # pushed since `base_s`
-    base_s: float = 0.0  # the played-speech clock when `segments` began
-    paused: bool = False
-    held: list[int] = field(default_factory=list)  # pieces generated while paused
-    caller: CallerTurnFrame | None = None  # the caller's words, stored once answered
-
-    @property
-    def planned_text(self) -> str:
-        return " ".join(self.planned)
-
-    def position(self, played_s: float) -> tuple[int, int] | None:
-        """(piece, byte offset) the caller has heard up to, from the played-speech clock."""
-        heard = played_s - self.base_s
-        for seg in self.segments:
-            rate = self.pieces[seg.piece].sample_rate
-            seconds = seg.length / 2 / rate
-            if heard < seconds:
-                return seg.piece, seg.offset + int(heard * rate) * 2
-            heard -= seconds
-        if not self.segments:
-            return None
-        last = self.segments[-1]
-        return last.piece, last.offset + last.length
-
-    def heard_words(self, chars: int) -> int:
-        """Cut a character position back to the end of the last whole word."""
-        text = self.planned_text
-        if chars >= len(text) or chars <= 0 or text[chars] == " ":
-            return max(0, min(chars, len(text)))
-        return max(text.rfind(" ", 0, chars), 0)
 
 
 class AudioLLMSlot(FrameProcessor):
@@ -200,7 +126,7 @@ class AudioLLMSlot(FrameProcessor):
         self._speech_start_ms = 0
         self._speech_end: float | None = None
         self._task: asyncio.Task | None = None
-        self._agent: _AgentTurn | None = None
+        self._agent: AgentTurn | None = None
         self._mark_ids = itertools.count(1)
         self._ack_timeout: asyncio.TimerHandle | None = None
         self._silence_timer: asyncio.TimerHandle | None = None
@@ -350,7 +276,7 @@ class AudioLLMSlot(FrameProcessor):
         labelling: asyncio.Task | None = None,
     ) -> None:
         await self._settle_caller()  # an earlier turn left unanswered and not continued
-        turn = _AgentTurn(started=time.monotonic(), speech_end=self._speech_end)
+        turn = AgentTurn(started=time.monotonic(), speech_end=self._speech_end)
         self._agent = turn
         last = turn.started
         try:
@@ -409,13 +335,12 @@ class AudioLLMSlot(FrameProcessor):
         if not turn.paused:
             self._arm_ack_timeout(turn)
 
-    def _arm_ack_timeout(self, turn: _AgentTurn) -> None:
+    def _arm_ack_timeout(self, turn: AgentTurn) -> None:
         """Marks normally close the turn; don't wait forever on a peer that drops them."""
         if self._ack_timeout:
             self._ack_timeout.cancel()
-        pushed_s = sum(s.length / 2 / turn.pieces[s.piece].sample_rate for s in turn.segments)
         played_s = self._played.speech_s - turn.base_s if self._played else 0.0
-        remaining = pushed_s - played_s + MARK_GRACE_S
+        remaining = turn.pushed_s - played_s + MARK_GRACE_S
         if not self._played:  # no played-audio clock: count from the first audio
             remaining = turn.first_audio + turn.audio_s + MARK_GRACE_S - time.monotonic()
         self._ack_timeout = asyncio.get_running_loop().call_later(
@@ -429,7 +354,7 @@ class AudioLLMSlot(FrameProcessor):
         if end.transfer_to:
             await self.push_frame(TransferCallFrame(to=end.transfer_to))
 
-    async def _fail_over(self, turn: _AgentTurn) -> None:
+    async def _fail_over(self, turn: AgentTurn) -> None:
         """The model failed: apologise, then end the call or transfer it."""
         if self._fallback is None:
             return
@@ -446,12 +371,12 @@ class AudioLLMSlot(FrameProcessor):
         turn = self._agent
         return turn is None or turn.first_audio is None or self._heard_so_far(turn) == 0
 
-    async def _close_turn(self, turn: _AgentTurn) -> None:
+    async def _close_turn(self, turn: AgentTurn) -> None:
         """The caller has heard the reply (or there is none): their turn is over."""
         self._continuation = None
         await self._settle_caller(turn)
 
-    async def _settle_caller(self, turn: _AgentTurn | None = None) -> None:
+    async def _settle_caller(self, turn: AgentTurn | None = None) -> None:
         """Store the caller's words (and put them in the context): they are answered."""
         frames = [self._unanswered, turn.caller if turn else None]
         self._unanswered = None
@@ -461,27 +386,21 @@ class AudioLLMSlot(FrameProcessor):
             self._history.append(ContextTurn(role="caller", text=frame.text))
             await self.push_frame(frame)
 
-    async def _play(self, turn: _AgentTurn, chunk: AudioChunk, now: float) -> None:
+    async def _play(self, turn: AgentTurn, chunk: AudioChunk, now: float) -> None:
         if turn.first_audio is None:
             turn.first_audio = now
             turn.base_s = self._played.speech_s if self._played else 0.0
             if turn.speech_end is not None:
                 turn.timings["end_of_turn_ms"] = int((turn.started - turn.speech_end) * 1000)
             await self.push_frame(TTSStartedFrame())
-        text_end = len(turn.planned_text)
-        text_start = text_end - len(turn.planned[-1]) if turn.planned else 0
-        turn.pieces.append(_Piece(text_start=text_start, text_end=text_end, audio=chunk.audio,
-                                  sample_rate=chunk.sample_rate))
-        turn.audio_s += len(chunk.audio) / 2 / chunk.sample_rate
-        if turn.paused:
-            turn.held.append(len(turn.pieces) - 1)
-        else:
-            await self._push_piece(turn, len(turn.pieces) - 1, 0)
+        index = turn.add_piece(chunk.audio, chunk.sample_rate)
+        if not turn.paused:  # else it waits for the resume, which plays all not yet heard
+            await self._push_piece(turn, index, 0)
 
-    async def _push_piece(self, turn: _AgentTurn, index: int, offset: int) -> None:
+    async def _push_piece(self, turn: AgentTurn, index: int, offset: int) -> None:
         piece = turn.pieces[index]
         audio = piece.audio[offset:]
-        turn.segments.append(_Segment(piece=index, offset=offset, length=len(audio)))
+        turn.segments.append(PushedSegment(piece=index, offset=offset, length=len(audio)))
         await self.push_frame(
             TTSAudioRawFrame(audio=audio, sample_rate=piece.sample_rate, num_channels=1)
         )
@@ -490,15 +409,8 @@ class AudioLLMSlot(FrameProcessor):
         turn.last_mark = name
         await self.push_frame(PlaybackMarkFrame(message=name))
 
-    def _heard_so_far(self, turn: _AgentTurn) -> int:
-        """Characters of the plan the caller has heard: marks, refined by the played clock."""
-        heard = turn.heard_chars
-        if self._played and not turn.paused:
-            position = turn.position(self._played.speech_s)
-            if position is not None:
-                piece, offset = position
-                heard = max(heard, turn.heard_words(turn.pieces[piece].chars_at(offset)))
-        return heard
+    def _heard_so_far(self, turn: AgentTurn) -> int:
+        return turn.heard_so_far(self._played.speech_s if self._played else None)
 
     async def _pause(self) -> None:
         turn = self._agent
@@ -529,7 +441,6 @@ class AudioLLMSlot(FrameProcessor):
             if piece.text_end > cut:
                 offset = piece.offset_of(cut) if piece.text_start < cut else 0
                 await self._push_piece(turn, index, offset)
-        turn.held.clear()
         logger.debug(f"{self}: resumed at char {cut}")
         if turn.generated:
             self._arm_ack_timeout(turn)
@@ -595,7 +506,7 @@ class AudioLLMSlot(FrameProcessor):
             await self._session.truncate(turn.planned_text[: turn.heard_chars])
         self._agent = None
 
-    async def _finish_agent_turn(self, turn: _AgentTurn, *, interrupted: bool) -> None:
+    async def _finish_agent_turn(self, turn: AgentTurn, *, interrupted: bool) -> None:
         if self._ack_timeout:
             self._ack_timeout.cancel()
             self._ack_timeout = None
