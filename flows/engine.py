@@ -190,7 +190,7 @@ class FlowRun:
         if not expression:
             return True
         try:
-            return bool(expressions.evaluate(expression, self.context(**extra)))
+            return bool(expressions.evaluate(expression, self.context(**extra), today=self._today))
         except expressions.ExpressionError as exc:
             logger.warning(f"flow {self.spec.name} node {self.node_name}: {exc}")
             return False
@@ -475,7 +475,9 @@ class FlowRun:
             case SetAction():
                 for name, expression in action.values.items():
                     try:
-                        self.vars[name] = expressions.evaluate(expression, self.context())
+                        self.vars[name] = expressions.evaluate(
+                            expression, self.context(), today=self._today
+                        )
                     except expressions.ExpressionError as exc:
                         logger.warning(f"flow {self.spec.name}: set {name}: {exc}")
             case ClearAction():

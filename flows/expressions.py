@@ -49,17 +49,14 @@ def wrap(value):
     return Namespace(value) if isinstance(value, Mapping) else value
 
 
-def _today() -> str:
-    return date.today().isoformat()
-
-
 def _now_time() -> str:
     return datetime.now().strftime("%H:%M")
 
 
 FUNCTIONS = {
     "len": len, "str": str, "int": int, "float": float, "abs": abs, "min": min, "max": max,
-    "round": round, "lower": lambda s: str(s).lower(), "today": _today, "now": _now_time,
+    "round": round, "lower": lambda s: str(s).lower(), "now": _now_time,
+    "today": lambda: date.today().isoformat(),
 }
 
 
@@ -82,9 +79,11 @@ def check(expression: str) -> None:
             raise ExpressionError(f"{type(node).__name__} is not allowed in {expression!r}")
 
 
-def evaluate(expression: str, context: Mapping):
+def evaluate(expression: str, context: Mapping, *, today: date | None = None):
+    """`today()` is `today` where given (a run's, or a script's fixed date), else the clock's."""
     names = {key: wrap(value) for key, value in context.items()}
-    evaluator = EvalWithCompoundTypes(names=names, functions=FUNCTIONS)
+    functions = {**FUNCTIONS, "today": lambda: today.isoformat()} if today else FUNCTIONS
+    evaluator = EvalWithCompoundTypes(names=names, functions=functions)
     try:
         return evaluator.eval(expression.strip())
     except (InvalidExpression, TypeError, ValueError, KeyError, ZeroDivisionError) as exc:
