@@ -55,9 +55,11 @@ async def browser_offer() -> str:
 
 def open_peer_connections() -> list[RTCPeerConnection]:
     gc.collect()
+    # type(), not isinstance(): the heap may hold dead weakref proxies, which raise on
+    # any attribute access (isinstance reads __class__).
     return [
         o for o in gc.get_objects()
-        if isinstance(o, RTCPeerConnection) and o.connectionState != "closed"
+        if issubclass(type(o), RTCPeerConnection) and o.connectionState != "closed"
     ]
 
 
