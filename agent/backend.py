@@ -9,7 +9,7 @@ pipeline, flows and interruption handling never look behind it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,11 +36,13 @@ class TextDelta:
 @dataclass(frozen=True, kw_only=True)
 class AudioChunk:
     """Agent speech: int16 mono PCM at `sample_rate`; `interruptible=False` for words the
-    caller must hear to the end (a flow node's legal text, say)."""
+    caller must hear to the end (a flow node's legal text, say); `interruptions` changes
+    `InterruptionSettings` fields while it plays (a flow node's stop phrases, say)."""
 
     audio: bytes
     sample_rate: int
     interruptible: bool = True
+    interruptions: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -139,7 +139,8 @@ class CascadeSession(AudioLLMSession):
             audio, rate = await asyncio.to_thread(self._backend.synthesize, sentence)
             if self._cancelled:
                 return
-            yield AudioChunk(audio=audio, sample_rate=rate, interruptible=reply.interruptible)
+            yield AudioChunk(audio=audio, sample_rate=rate, interruptible=reply.interruptible,
+                             interruptions=reply.interruptions)
         yield EndOfTurn(
             end_call=reply.end_call, transfer_to=reply.transfer_to, dtmf=reply.dtmf,
             listen_timeout_s=reply.listen_timeout_s,

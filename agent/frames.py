@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipecat.frames.frames import DataFrame, OutputTransportMessageFrame, SystemFrame
@@ -44,9 +45,11 @@ class AgentResumeFrame(SystemFrame):
 
 @dataclass
 class InterruptibilityFrame(SystemFrame):
-    """Sent upstream by the slot: whether the caller may interrupt the coming agent turn."""
+    """Sent upstream by the slot: whether the caller may interrupt the agent's coming words,
+    and which `InterruptionSettings` fields differ from the call's while they play."""
 
     interruptible: bool = True
+    interruptions: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass

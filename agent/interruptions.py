@@ -22,7 +22,7 @@ import asyncio
 import re
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from loguru import logger
@@ -103,6 +103,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._call_settings = settings  # the call's; a flow node may change some for a while
         self._settings = settings
         self._played = played
         self._speakers = speakers
@@ -140,6 +141,7 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
             self._bot_speaking = False
         elif isinstance(frame, InterruptibilityFrame):
             self._interruptible = frame.interruptible
+            self._settings = replace(self._call_settings, **frame.interruptions)
         elif isinstance(frame, InputAudioRawFrame):
             await self._on_audio(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):

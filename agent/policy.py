@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.context import CallContext
@@ -16,6 +17,8 @@ class Reply:
     transfer_to: str | None = None  # hand the call to this number once `text` is heard
     dtmf: str = ""  # tones to play to the far end after `text`
     interruptible: bool = True  # False: legal text and the like play to the end
+    # InterruptionSettings fields to change while `text` plays (a flow node's rules)
+    interruptions: Mapping[str, object] = field(default_factory=dict)
     listen_timeout_s: float | None = None  # caller silence after which the policy wants a say
     node: str | None = None  # the flow node that answered, for logs and the admin
 

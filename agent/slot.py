@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loguru import logger
@@ -130,7 +131,8 @@ class AudioLLMSlot(FrameProcessor):
         self._mark_ids = itertools.count(1)
         self._ack_timeout: asyncio.TimerHandle | None = None
         self._silence_timer: asyncio.TimerHandle | None = None
-        self._interruptible = True
+        # The barge-in rules the strategy holds: interruptible, and settings changed
+        self._barge_in: tuple[bool, dict[str, object]] = (True, {})
 
     def _ms(self, t: float) -> int:
         return int((t - self._t0) * 1000)
@@ -305,9 +307,7 @@ class AudioLLMSlot(FrameProcessor):
                         turn.timings["reply_ms"] = int((now - last) * 1000)
                     turn.planned.append(event.text)
                 elif isinstance(event, AudioChunk):
-                    if event.interruptible != self._interruptible:
-                        self._interruptible = event.interruptible
-                        await self.set_interruptible(event.interruptible)
+                    await self.set_interruptible(event.interruptible, event.interruptions)
                     if turn.first_audio is None:
                         turn.timings["tts_first_audio_ms"] = int((now - last) * 1000)
                     await self._play(turn, event, now)
@@ -461,10 +461,17 @@ class AudioLLMSlot(FrameProcessor):
                                        finalized=True)
             await self.push_frame(frame, FrameDirection.UPSTREAM)
 
-    async def set_interruptible(self, interruptible: bool) -> None:
-        """Whether the caller may interrupt the agent's coming turns (a flow node's choice)."""
-        await self.push_frame(InterruptibilityFrame(interruptible=interruptible),
-                              FrameDirection.UPSTREAM)
+    async def set_interruptible(
+        self, interruptible: bool, interruptions: Mapping[str, object] | None = None
+    ) -> None:
+        """Whether the caller may interrupt the agent's coming words, and which
+        `InterruptionSettings` fields differ from the call's while they play (a flow
+        node's choice)."""
+        rules = (interruptible, dict(interruptions or {}))
+        if rules != self._barge_in:
+            self._barge_in = rules
+            frame = InterruptibilityFrame(interruptible=interruptible, interruptions=rules[1])
+            await self.push_frame(frame, FrameDirection.UPSTREAM)
 
     def _announces_handover(self, text: str) -> bool:
         lowered = " ".join(text.lower().replace("’", "'").split())
@@ -511,9 +518,7 @@ class AudioLLMSlot(FrameProcessor):
             self._ack_timeout.cancel()
             self._ack_timeout = None
         self._agent = None
-        if not self._interruptible:  # the node's words have played; the caller may speak
-            self._interruptible = True
-            await self.set_interruptible(True)
+        await self.set_interruptible(True)  # the node's words have played: the call's rules
         if turn.listen_timeout_s and not interrupted and not turn.end_call:
             self._silence_timer = asyncio.get_running_loop().call_later(
                 turn.listen_timeout_s, self._on_silence

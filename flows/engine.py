@@ -66,6 +66,9 @@ class FlowTurn:
     transfer_to: str | None = None
     dtmf: str = ""
     interruptible: bool = True
+    # InterruptionSettings overrides for these words: the flow's, then the last speaking
+    # node's (empty: the call's settings).
+    interruptions: dict[str, object] = field(default_factory=dict)
     listen_timeout_s: float | None = None  # silence before `on_silence()` is due
     matched: str | None = None  # the function, slot filling or handler that took the turn
     tool_result: dict | None = None
@@ -200,8 +203,11 @@ class FlowRun:
             rendered = self._render(text)
             if rendered:
                 out.said.append(rendered)
-                if node is not None and not node.interruptible:
-                    out.interruptible = False
+                out.interruptions = self.spec.defaults.interruptions.overrides()
+                if node is not None:
+                    out.interruptible = out.interruptible and node.interruptible
+                    if node.interruptions is not None:
+                        out.interruptions |= node.interruptions.overrides()
 
     # Nodes and transitions ------------------------------------------------------------
 

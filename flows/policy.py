@@ -9,7 +9,8 @@ from flows.engine import FlowRun, FlowTurn
 def reply_of(turn: FlowTurn) -> Reply:
     return Reply(
         text=turn.text, end_call=turn.end_call, transfer_to=turn.transfer_to, dtmf=turn.dtmf,
-        interruptible=turn.interruptible, listen_timeout_s=turn.listen_timeout_s, node=turn.node,
+        interruptible=turn.interruptible, interruptions=turn.interruptions,
+        listen_timeout_s=turn.listen_timeout_s, node=turn.node,
     )
 
 

@@ -226,6 +226,26 @@ class Silence(Retry):
     timeout_s: float = Field(8.0, gt=0, le=120)
 
 
+class Interruptions(_Strict):
+    """What may stop the agent while it speaks (README, Interruptions). Under `defaults`
+    for the whole flow (its language, say), on a node for that node's words; unset
+    fields keep the call's settings."""
+
+    stop_phrases: list[str] | None = Field(None, description="Always interrupt.")
+    backchannels: list[str] | None = Field(None, description="Never interrupt on their own.")
+    min_words: int | None = Field(
+        None, ge=1, le=100, description="Words beyond backchannels that interrupt."
+    )
+    long_speech_s: float | None = Field(
+        None, gt=0, le=60, description="Main-caller speech this long interrupts without words."
+    )
+
+    def overrides(self) -> dict[str, object]:
+        """The set fields, as `agent.interruptions.InterruptionSettings` keyword arguments."""
+        return {k: tuple(v) if isinstance(v, list) else v
+                for k, v in self.model_dump(exclude_none=True).items()}
+
+
 class Node(FlowConfig.Node):
     """pipecat's node plus what a phone step needs."""
 
@@ -250,6 +270,7 @@ class Node(FlowConfig.Node):
     no_match: Retry | None = None
     silence: Silence | None = None
     interruptible: bool = Field(True, description="False: the caller cannot barge in.")
+    interruptions: Interruptions | None = None
 
     @field_validator("on_filled", mode="before")
     @classmethod
@@ -266,6 +287,7 @@ class Defaults(_Strict):
         0.55, gt=0, lt=1, description="Least cosine similarity for an intent by embedding."
     )
     region: str = Field("US", description="Default region for phone numbers.")
+    interruptions: Interruptions = Field(default_factory=Interruptions)
 
 
 class Flow(FlowConfig):

@@ -126,6 +126,18 @@ async def test_non_interruptible_node_and_listen_timeout():
     assert turn.interruptible is True
 
 
+async def test_barge_in_rules_come_from_the_flow_and_the_speaking_node():
+    run = FlowRun(flow=load_flow(Path(__file__).parent / "flows" / "notice.yaml"))
+    turn = await run.start()  # the flow's rules: its own backchannels
+    assert turn.interruptions == {"backchannels": ("uh-huh", "mm-hmm", "yeah", "okay", "right")}
+    turn = await run.on_text("hi there")  # the notice node narrows what interrupts
+    assert turn.node == "notice" and turn.interruptible
+    assert turn.interruptions == {
+        "backchannels": ("uh-huh", "mm-hmm", "yeah", "okay", "right"),
+        "stop_phrases": ("change",), "min_words": 40, "long_speech_s": 30.0,
+    }
+
+
 def test_library_picks_up_edits_and_keeps_the_last_good_version(tmp_path):
     path = tmp_path / "greeter.yaml"
     path.write_text(WEBHOOK_FLOW)

@@ -1,6 +1,7 @@
 """Barge-in, backchannels, echo, several speakers and digit endpointing, through real calls."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from agent.interruptions import InterruptionSettings, is_interruption
 from agent.turns import reads_out
 from telephony.emulator import LineAcoustics
 from tests import overlap as ov
-from tests.support import caller
+from tests.support import caller, start_server
 
 
 def test_echo_share_tells_echo_from_double_talk():
@@ -192,3 +193,28 @@ async def test_a_phone_number_read_with_pauses_stays_one_turn(server):
     digits = {"one": "1", "two": "2", "three": "3", "four": "4", "nine": "9"}
     words = re.findall(r"[a-z0-9]+", caller_turns[0]["text"].lower())
     assert "2123134491" in "".join(digits.get(w, w) for w in words)
+
+
+@pytest.fixture(scope="module")
+async def notice_server(tmp_path_factory, rest_standin):
+    server = start_server(tmp_path_factory.mktemp("notice"), rest_url=rest_standin.base_url,
+                          FLOWS_DIR=Path(__file__).parent / "flows", DEFAULT_FLOW="notice")
+    yield server
+    server.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("words", "stops"), [
+    ("Wait, stop, hold on a moment please.", False),
+    ("I need to change the time please.", True),
+], ids=["call-stop-words", "node-stop-phrase"])
+async def test_a_flow_node_sets_what_interrupts_its_words(notice_server, words, stops):
+    """The notice node's rules: only "change" stops it; "wait, stop, hold on" (the call's stop
+    phrases, and long speech) do not while it plays."""
+    scenario = ov.Scenario(name="notice", kind="barge_in", should_stop=stops, clip=ov.say(words))
+    outcome = await ov.run(notice_server, scenario, caller)
+
+    assert outcome.stopped == stops
+    notice = [t for t in outcome.turns if t["speaker"] == "agent"][1]
+    assert notice["planned_text"].startswith("Before we go on")
+    assert (notice["text"] == notice["planned_text"]) is not stops
