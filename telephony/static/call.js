@@ -69,7 +69,10 @@ function onEvent(message) {
     }
     case "turn":
       if (message.speaker === "caller") {
-        line("caller", message.text);
+        // The server reports the caller's words once the reply to them is heard (they may
+        // yet go on), so that reply's line is usually up already: they go above it.
+        const li = line("caller", message.text);
+        if (call.agentLine) call.agentLine.before(li);
       } else {
         const li = agentLine();
         call.agentLine = null;
