@@ -86,6 +86,9 @@ class FallbackSession(AudioLLMSession):
         except Exception:
             logger.exception("closing the failed audio-LLM session")
 
+    async def prepare(self, audio: bytes) -> str | None:
+        return await self._active.prepare(audio) if self._active is not None else None
+
     async def cancel(self) -> None:
         self._cancelled = True
         if self._active is not None:

@@ -15,7 +15,6 @@ from agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
-    CallerText,
     Capabilities,
     EndOfTurn,
     Event,
@@ -55,11 +54,8 @@ class ScriptedSession(AudioLLMSession):
         self._lines = itertools.chain(LINES, itertools.repeat(LINES[-1]))
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
-        if request.audio is None:
-            text = OPENING
-        else:
-            yield CallerText(text="(not transcribed)")
-            text = next(self._lines)
+        # No CallerText: the call's transcriber reports the caller's words (no caller_text).
+        text = OPENING if request.audio is None else next(self._lines)
         yield TextDelta(text=text)
         yield AudioChunk(audio=self._audio[text].audio, sample_rate=self._audio[text].sample_rate)
         yield EndOfTurn(end_call=text == LINES[-1])

@@ -3,6 +3,8 @@
 End-to-end speech models answer the caller's audio directly; the call record still
 needs the caller's words. This wrapper transcribes each turn alongside the model,
 off the event loop, and reports it as `CallerText` no later than the end of the turn.
+It transcribes early in `prepare()` too, so the words help end the caller's turn (as
+the cascade's do) whatever model answers.
 """
 
 from __future__ import annotations
@@ -19,13 +21,24 @@ class TranscribingSession(AudioLLMSession):
     def __init__(self, *, inner: AudioLLMSession, transcribe: Callable[[bytes], str]):
         self._inner = inner
         self._transcribe = transcribe  # blocking: 16 kHz int16 -> text
+        self._prepared: tuple[bytes, asyncio.Future[str]] | None = None
+
+    async def prepare(self, audio: bytes) -> str | None:
+        transcript = asyncio.ensure_future(asyncio.to_thread(self._transcribe, audio))
+        self._prepared = (audio, transcript)
+        await self._inner.prepare(audio)
+        return await asyncio.shield(transcript)
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         if request.audio is None:
             async for event in self._inner.respond(request):
                 yield event
             return
-        task = asyncio.create_task(asyncio.to_thread(self._transcribe, request.audio))
+        if self._prepared and self._prepared[0] is request.audio:
+            task = self._prepared[1]  # transcribed when the caller paused: reuse it
+        else:
+            task = asyncio.ensure_future(asyncio.to_thread(self._transcribe, request.audio))
+        self._prepared = None
         pending = True
         try:
             async for event in self._inner.respond(request):

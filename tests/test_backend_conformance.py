@@ -27,6 +27,7 @@ from agent.backend import (
 )
 from agent.backends import funaudiochat
 from agent.fallback import BUSY_APOLOGY, FAILURE_APOLOGY, FallbackSession
+from agent.scripted import ScriptedReplies
 from agent.transcript import TranscribingSession
 from agent.workers.client import WorkerPool
 from tests.openai_standin import OpenAIStandIn
@@ -240,3 +241,29 @@ async def test_worker_crash_mid_turn_falls_back_and_the_call_goes_on(
         await session.close()
     finally:
         worker.stop()
+
+
+async def test_transcripts_start_when_the_caller_pauses_and_are_reused(cascade):
+    """A model that reports no transcript still gets the caller's words early (they help
+    end the turn), and its turn reuses them rather than transcribing twice."""
+    transcribed: list[int] = []
+
+    def transcribe(audio: bytes) -> str:
+        transcribed.append(len(audio))
+        return cascade.transcribe(audio)
+
+    replies = ScriptedReplies(voice=cascade)
+    await replies.load()
+    # Wrapped as a call wraps it: behind the fallback.
+    primary = TranscribingSession(inner=await replies.open_session(), transcribe=transcribe)
+    session = FallbackSession(primary=primary, fallback=cascade, speak=cascade.synthesize)
+    audio = speech_16k("What time do you open on Sunday?")
+    said = await session.prepare(audio)
+    assert "sunday" in words(said), said
+    events = await run_turn(session, TurnRequest(audio=audio))
+    assert [e.text for e in events if isinstance(e, CallerText)] == [said]
+    assert transcribed == [len(audio)]
+    other = speech_16k("No thanks, goodbye.")  # not prepared: transcribed in the turn
+    events = await run_turn(session, TurnRequest(audio=other))
+    assert "goodbye" in words(" ".join(e.text for e in events if isinstance(e, CallerText)))
+    assert len(transcribed) == 2
