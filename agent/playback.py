@@ -69,6 +69,11 @@ class AgentTurn:
     def planned_text(self) -> str:
         return " ".join(self.planned)
 
+    @property
+    def pushed_s(self) -> float:
+        """Seconds of audio pushed since `base_s`."""
+        return sum(s.length / 2 / self.pieces[s.piece].sample_rate for s in self.segments)
+
     def position(self, played_s: float) -> tuple[int, int] | None:
         """(piece, byte offset) the caller has heard up to, from the played-speech clock."""
         heard = played_s - self.base_s
@@ -89,11 +94,6 @@ class AgentTurn:
         if chars >= len(text) or chars <= 0 or text[chars] == " ":
             return max(0, min(chars, len(text)))
         return max(text.rfind(" ", 0, chars), 0)
-
-    @property
-    def pushed_s(self) -> float:
-        """Seconds of audio pushed since `base_s`."""
-        return sum(s.length / 2 / self.pieces[s.piece].sample_rate for s in self.segments)
 
     def add_piece(self, audio: bytes, sample_rate: int) -> int:
         """Keep audio that says the newest planned text; returns its piece's index."""
