@@ -223,6 +223,7 @@ async def main(args: argparse.Namespace) -> None:
     rest = TwilioRestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
     await rest.serve()
     server = start_server(Path(tempfile.mkdtemp(prefix="cw-load-")), rest_url=rest.base_url,
+                          database_url=args.database_url,
                           AUDIO_LLM_BACKEND=args.backend, MAX_CALLS=args.max_calls,
                           LOG_LEVEL="WARNING", RECORD_CALLS=int(not args.no_record))
     try:
@@ -257,4 +258,5 @@ if __name__ == "__main__":
                         help="find the most concurrent calls that hold, from --calls up")
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--max-calls", type=int, default=200, help="the server's MAX_CALLS")
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
     asyncio.run(main(parser.parse_args()))
