@@ -38,6 +38,11 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            dbapi_connection.isolation_level = None  # SQLAlchemy's own BEGIN, below
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
