@@ -23,7 +23,9 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+    """An async engine; SQLite gets WAL, a busy timeout, enforced foreign keys and
+    transactions that take the write lock at BEGIN (deferred ones, upgraded mid-way,
+    stalled every pooled connection when calls started and ended together)."""
     url = async_url(url)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
