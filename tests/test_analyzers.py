@@ -1,11 +1,14 @@
 """Calls share one Silero and one Smart Turn session, and still judge exactly as pipecat's own."""
 
+import asyncio
+
 import numpy as np
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from agent import models
-from agent.analyzers import SharedSileroVAD, SharedSmartTurn
+from agent.analyzers import SharedSileroVAD, SharedSmartTurn, silero_batcher
 from tests.support import speech_8k
 
 RATE = 16_000
@@ -18,34 +21,58 @@ def _speech_16k(text: str) -> bytes:
     return soxr.resample(pcm, 8000, RATE).astype(np.int16).tobytes()
 
 
-def _confidences(vad, audio: bytes) -> list[float]:
-    step = vad.num_frames_required() * 2
-    return [
-        float(np.ravel(vad.voice_confidence(audio[i : i + step]))[0])
-        for i in range(0, len(audio) - step + 1, step)
-    ]
+class _Scores:
+    """Keeps the score of every window the analyzer judged."""
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        self.__dict__.setdefault("scores", []).append(
+            float(np.ravel(super().voice_confidence(buffer))[0])
+        )
+        return self.scores[-1]
 
 
-def test_shared_vad_matches_pipecat_and_keeps_state_per_call():
+class _Recording(_Scores, SharedSileroVAD):
+    pass
+
+
+class _PipecatRecording(_Scores, SileroVADAnalyzer):
+    pass
+
+
+async def _states(vad, frames: list[bytes]) -> list[VADState]:
+    return [await vad.analyze_audio(frame) for frame in frames]
+
+
+def _frames(audio: bytes, ms: int = 20) -> list[bytes]:
+    step = RATE * ms // 1000 * 2
+    return [audio[i : i + step] for i in range(0, len(audio) - step + 1, step)]
+
+
+async def test_calls_batched_together_judge_exactly_as_pipecat_alone():
     paths = models.resolve()
-    first, second = _speech_16k("What time do you open on Sunday?"), _speech_16k("Goodbye.")
-    reference = SileroVADAnalyzer()
-    reference.set_sample_rate(RATE)
-    expected = _confidences(reference, first)
+    lines = [_speech_16k("What time do you open on Sunday?"), _speech_16k("Goodbye."),
+             _speech_16k("My number is two one two.")]
+    expected_states, expected_scores = [], []
+    for audio in lines:
+        reference = _PipecatRecording(params=VADParams(stop_secs=0.2))
+        reference.set_sample_rate(RATE)
+        expected_states.append(await _states(reference, _frames(audio)))
+        expected_scores.append(reference.scores)
 
-    a, b = (SharedSileroVAD(model=paths.silero_vad) for _ in range(2))
-    for vad in (a, b):
+    calls = [_Recording(model=paths.silero_vad, params=VADParams(stop_secs=0.2)) for _ in lines]
+    for vad in calls:
         vad.set_sample_rate(RATE)
-    assert a._model.session is b._model.session
-    # Two calls interleaved window by window: neither disturbs the other's recurrent state.
-    step = a.num_frames_required() * 2
-    got = []
-    for i in range(0, len(first) - step + 1, step):
-        got.append(float(np.ravel(a.voice_confidence(first[i : i + step]))[0]))
-        if i + step <= len(second):
-            b.voice_confidence(second[i : i + step])
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert max(got) > 0.9 and min(got) < 0.1  # speech and silence both present
+    assert calls[0]._model.session is calls[1]._model.session
+    # Three calls at once, frame by frame: their windows share ONNX runs, and no call
+    # disturbs another's recurrent state.
+    got_states = await asyncio.gather(*(_states(v, _frames(a)) for v, a in
+                                        zip(calls, lines, strict=True)))
+    assert silero_batcher(calls[0]._model.session).largest_batch == len(lines)
+    for vad, scores, states, got in zip(calls, expected_scores, expected_states, got_states,
+                                        strict=True):
+        np.testing.assert_allclose(vad.scores, scores, atol=1e-5)
+        assert got == states
+    assert VADState.SPEAKING in got_states[0] and got_states[0][-1] == VADState.QUIET
 
 
 def test_shared_smart_turn_matches_pipecat():
