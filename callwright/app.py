@@ -16,6 +16,7 @@ from agent.slot import SlotFallback
 from callwright.audio_llm import create_audio_llm
 from callwright.calls import CallRunner
 from callwright.settings import Settings
+from callwright.watchdog import LoopWatchdog
 from flows.runtime import FlowRuntime
 from memory.db import create_engine, migrate
 from memory.lifecycle import CallMemory
@@ -93,12 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(speakers.load_encoder)
         writer.start()
         await memory.start()
+        watchdog.start()
         logger.info(f"Twilio voice webhook: {settings.base_url}/twilio/voice")
         logger.info(f"Twilio media stream:  {settings.stream_url}")
         logger.info(f"API:                  {settings.base_url}/api/calls")
         logger.info(f"Call from a browser:  http://{settings.host}:{settings.port}/")
         logger.info(f"Admin site:           {settings.base_url}/admin/")
         yield
+        await watchdog.stop()
         await memory.close()
         await webrtc_calls.close()
         await writer.close()
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await cascade.close()
         await engine.dispose()
 
+    watchdog = LoopWatchdog()
     app = FastAPI(title="callwright", lifespan=lifespan)
     app.state.store = store
     app.state.runner = runner
@@ -156,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "status": "draining" if lines.draining else "ok", "active_calls": runner.active,
             "webrtc_sessions": webrtc_calls.active,
+            "worst_loop_lag_ms": round(watchdog.worst_lag_ms), "loop_stalls": watchdog.stalls,
         }
 
     return app

@@ -1,0 +1,65 @@
+"""Notices when the event loop stalls, and says what it was doing.
+
+Every call's audio goes out from one event loop: a callback that holds it for 100 ms is
+a 100 ms hole in every caller's ear. A heartbeat task stamps the time every `period_s`;
+a plain thread checks the stamp and, once it is older than `warn_after_s`, logs the loop
+thread's stack at that moment (once per stall). `/healthz` reports the worst lag seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+
+from loguru import logger
+
+
+class LoopWatchdog:
+    def __init__(self, *, period_s: float = 0.02, warn_after_s: float = 0.1):
+        self._period = period_s
+        self._warn_after = warn_after_s
+        self._beat = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._task: asyncio.Task | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
+        self.worst_lag_ms = 0.0
+        self.stalls = 0  # heartbeats later than warn_after_s
+
+    def start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._beat = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task:
+            self._task.cancel()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._period)
+            now = time.monotonic()
+            lag = now - self._beat - self._period
+            self.worst_lag_ms = max(self.worst_lag_ms, lag * 1000)
+            if lag > self._warn_after:
+                self.stalls += 1
+                logger.warning(f"Event loop stalled {lag * 1000:.0f} ms")
+            self._beat = now
+
+    def _watch(self) -> None:
+        reported = 0.0  # the heartbeat a stack was logged for
+        while not self._stop.wait(self._warn_after / 2):
+            beat = self._beat
+            if time.monotonic() - beat < self._warn_after or beat == reported:
+                continue
+            reported = beat
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is not None:
+                stack = "".join(traceback.format_stack(frame, limit=12))
+                logger.warning(f"Event loop busy for over {self._warn_after * 1000:.0f} ms "
+                               f"in:\n{stack}")
