@@ -187,7 +187,9 @@ def create_router(
                 audio_in_enabled=True,
                 audio_out_enabled=True,
                 add_wav_header=False,
-                audio_out_10ms_chunks=2,
+                # Twilio buffers what it is sent: 100 ms messages cost the event loop a
+                # fifth of what 20 ms ones do, and keep up under load.
+                audio_out_10ms_chunks=10,
                 serializer=serializer,
             ),
         )
