@@ -28,7 +28,7 @@ NO_SPEECH = 0.8  # above this no-speech probability the turn is taken as empty
 class WhisperASR:
     def __init__(self, *, model_dir: Path, beam_size: int = 5, language: str = "en"):
         self.model = WhisperModel(
-            str(model_dir), device="cpu", compute_type="int8", cpu_threads=2, num_workers=2
+            str(model_dir), device="cpu", compute_type="int8", cpu_threads=1, num_workers=2
         )
         self._beam_size = beam_size
         self._language = language
