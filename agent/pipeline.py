@@ -92,6 +92,9 @@ def build_call_worker(
             audio_in_sample_rate=INPUT_SAMPLE_RATE, audio_out_sample_rate=out_sample_rate
         ),
         enable_rtvi=False,
+        # Its observer would see every frame pushed between every two processors (a queue
+        # put and a task wake-up each, ~500 a second per call); nothing here reads it.
+        enable_turn_tracking=False,
         idle_timeout_secs=None,
         observers=list(observers),
     )

@@ -41,7 +41,8 @@ class LeadPacedOutputTransport(FastAPIWebsocketOutputTransport):
         chunk_s = self.audio_chunk_size / (2 * channels * self.sample_rate)
         now = time.monotonic()
         self._playout_end = max(self._playout_end, now) + chunk_s
-        await asyncio.sleep(max(0.0, self._playout_end - self._lead_s - now))
+        if (wait := self._playout_end - self._lead_s - now) > 0:  # behind: no extra loop turn
+            await asyncio.sleep(wait)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
