@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,6 +60,11 @@ class LoopLag:
     def stop(self) -> str:
         self._task.cancel()
         return f"max {max(self.lags_ms, default=0):.0f} ms, p99 {pct(self.lags_ms, 0.99):.0f} ms"
+
+
+async def server_health(server) -> dict:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        return (await client.get("/healthz")).json()
 
 
 class Sampler:
@@ -111,6 +117,7 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
             twilio = caller(server, from_number=f"+1555020{i:04d}")
             results.append((twilio.call_sid, await twilio.call(lines, end_timeout_s=10)))
 
+    stalls0 = (await server_health(server))["loop_stalls"]
     sampler = Sampler(server.process.pid)
     client = psutil.Process()
     client_cpu0 = sum(client.cpu_times()[:2])
@@ -120,6 +127,7 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
     cores = sampler.stop()
     client_lag = lag.stop()
     client_cores = (sum(client.cpu_times()[:2]) - client_cpu0) / (time.monotonic() - started)
+    health = await server_health(server)
     await asyncio.sleep(2)  # the last turns reach the database
     held = sum(1 for _, r in results if r.max_gap_ms <= GAP_LIMIT_MS and not r.errors)
     latencies = [ms for _, r in results for ms in r.latencies_ms]
@@ -134,6 +142,9 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
     print(f"  voice-to-voice p50 {pct(latencies, 0.5):.0f} ms, p90 {pct(latencies, 0.9):.0f} ms "
           f"({len(latencies)} replies)")
     print(f"  server CPU {cores:.2f} cores, peak RSS {sampler.peak_rss / 2**20:.0f} MB")
+    print(f"  server event loop: {health['loop_stalls'] - stalls0} stalls over 100 ms "
+          f"(worst since start {health['worst_loop_lag_ms']} ms); lag over the last minute "
+          f"p50 {health['loop_lag_ms']['p50']} ms, p99 {health['loop_lag_ms']['p99']} ms")
     print(f"  callers (this process): CPU {client_cores:.2f} cores, loop lag {client_lag}")
     print(f"  turns lost: {lost}", flush=True)
     return LoadResult(

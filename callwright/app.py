@@ -161,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "status": "draining" if lines.draining else "ok", "active_calls": runner.active,
             "webrtc_sessions": webrtc_calls.active,
             "worst_loop_lag_ms": round(watchdog.worst_lag_ms), "loop_stalls": watchdog.stalls,
+            "loop_lag_ms": {"p50": round(watchdog.recent_lag_ms(0.5), 1),
+                            "p99": round(watchdog.recent_lag_ms(0.99), 1)},
         }
 
     return app

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 
 from loguru import logger
 
@@ -27,6 +28,7 @@ class LoopWatchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self.worst_lag_ms = 0.0
+        self._recent_ms: deque[float] = deque(maxlen=int(60 / period_s))  # the last minute
         self.stalls = 0  # heartbeats later than warn_after_s
 
     def start(self) -> None:
@@ -46,10 +48,16 @@ class LoopWatchdog:
             now = time.monotonic()
             lag = now - self._beat - self._period
             self.worst_lag_ms = max(self.worst_lag_ms, lag * 1000)
+            self._recent_ms.append(lag * 1000)
             if lag > self._warn_after:
                 self.stalls += 1
                 logger.warning(f"Event loop stalled {lag * 1000:.0f} ms")
             self._beat = now
+
+    def recent_lag_ms(self, q: float) -> float:
+        """The q-quantile of the heartbeat's lateness over the last minute."""
+        lags = sorted(self._recent_ms)
+        return lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
 
     def _watch(self) -> None:
         reported = 0.0  # the heartbeat a stack was logged for
