@@ -101,6 +101,13 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
                 self._close_after(self._digit_wait_s, final=True), f"{self}::digit-wait"
             )
             return
+        if self._silence_text and len(self._silence_text.split()) < SHORT_WORDS:
+            # Smart Turn hears "No thanks," as a finished phrase; a breath later comes
+            # "goodbye". Short turns close only if the silence goes on.
+            self._hold = self.task_manager.create_task(
+                self._close_after(self._short_wait_s, final=True), f"{self}::short-wait"
+            )
+            return
         await super()._maybe_trigger_user_turn_stopped()
 
     async def _close_after(self, delay: float, *, final: bool = False) -> None:
