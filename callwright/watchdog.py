@@ -68,6 +68,6 @@ class LoopWatchdog:
             reported = beat
             frame = sys._current_frames().get(self._loop_thread)
             if frame is not None:
-                stack = "".join(traceback.format_stack(frame, limit=12))
+                stack = "".join(traceback.format_stack(frame)[-12:])  # innermost calls
                 logger.warning(f"Event loop busy for over {self._warn_after * 1000:.0f} ms "
                                f"in:\n{stack}")
