@@ -58,6 +58,8 @@ class TwilioMediaStreamSerializer(TwilioFrameSerializer):
         except Exception as exc:  # never let one message end the call
             self._skip(f"media could not be decoded: {exc!r}")
             return None
+        if not pcm:  # the resampler holds it back for now (soxr hands on in blocks)
+            return None
         return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
