@@ -117,17 +117,17 @@ class SileroBatcher:
         return scores
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatcher] = (
-    weakref.WeakKeyDictionary()
-)
+_batchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[ort.InferenceSession, SileroBatcher]
+] = weakref.WeakKeyDictionary()
 
 
 def silero_batcher(session: ort.InferenceSession) -> SileroBatcher:
     """The running loop's batcher (the server has one loop; tests may have several)."""
-    loop = asyncio.get_running_loop()
-    if loop not in _batchers:
-        _batchers[loop] = SileroBatcher(session)
-    return _batchers[loop]
+    per_session = _batchers.setdefault(asyncio.get_running_loop(), {})
+    if session not in per_session:
+        per_session[session] = SileroBatcher(session)
+    return per_session[session]
 
 
 class SharedSileroVAD(SileroVADAnalyzer):
