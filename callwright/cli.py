@@ -44,8 +44,8 @@ def _server(settings, *, quiet: bool = False):
         host=settings.host,
         port=settings.port,
         ws_max_size=WS_MAX_BYTES,
-        # Base64 μ-law barely compresses, and deflating every 20 ms frame of every call
-        # cost the event loop more than the VAD did.
+        # Base64 μ-law barely compresses; deflating every message of every call took
+        # ~4% of the event loop's time at 12 calls.
         ws_per_message_deflate=False,
         log_level="warning" if quiet else "info",
         access_log=not quiet,

@@ -2,8 +2,8 @@
 
 Twilio sends 20 ms of caller audio per message. Each frame costs every processor in
 the pipeline a hop through the event loop, so the caller's audio goes on as one frame
-per `input_frame_ms` (60 ms by default): a third of the loop's work per call, for at
-most 40 ms more before the VAD hears the start or end of speech.
+per `input_frame_ms` (60 ms by default): a third of the hops, for at most 40 ms more
+before the VAD hears the start or end of speech.
 """
 
 from __future__ import annotations
