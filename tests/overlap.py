@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import secrets
 import sqlite3
 import subprocess
 import time
@@ -124,7 +125,9 @@ class Outcome:
 
 
 async def run(server, scenario: Scenario, make_caller) -> Outcome:
-    twilio = make_caller(server)
+    # A number of its own: the server remembers callers, and a name another test's caller
+    # gave would change what the agent asks.
+    twilio = make_caller(server, from_number=f"+1555{secrets.randbelow(10**7):07d}")
     opening = scenario.opening or say(OPENING)
     onset = None
     async with twilio.open_stream(scenario.acoustics) as session:
