@@ -21,6 +21,7 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -62,6 +63,13 @@ class _SileroState(SileroOnnxModel):
         return self._context[0] if self._context.shape[1] == size else np.zeros(size, np.float32)
 
 
+class _Window(NamedTuple):
+    model: _SileroState  # the call's recurrent state
+    samples: np.ndarray  # float32
+    rate: int
+    score: asyncio.Future[float]
+
+
 class SileroBatcher:
     """Scores the windows that calls have ready in one ONNX run, on one thread.
 
@@ -71,7 +79,7 @@ class SileroBatcher:
 
     def __init__(self, session: ort.InferenceSession):
         self._session = session
-        self._waiting: list[tuple[_SileroState, np.ndarray, int, asyncio.Future[float]]] = []
+        self._waiting: list[_Window] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silero")
         self._drain_task: asyncio.Task | None = None
         self.largest_batch = 0
@@ -79,7 +87,7 @@ class SileroBatcher:
     async def score(self, model: _SileroState, window: np.ndarray, sample_rate: int) -> float:
         """Speech confidence of `window` (float32 samples), advancing `model`'s state."""
         future = asyncio.get_running_loop().create_future()
-        self._waiting.append((model, window, sample_rate, future))
+        self._waiting.append(_Window(model, window, sample_rate, future))
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.create_task(self._drain())
         return await future
@@ -94,18 +102,18 @@ class SileroBatcher:
             except Exception as exc:  # a bad window must not stall every call's VAD
                 logger.error(f"Silero VAD failed on a batch of {len(batch)}: {exc!r}")
                 scores = [0.0] * len(batch)
-            for (*_, future), score in zip(batch, scores, strict=True):
-                if not future.done():
-                    future.set_result(score)
+            for window, score in zip(batch, scores, strict=True):
+                if not window.score.done():
+                    window.score.set_result(score)
 
-    def _run(self, batch: list) -> list[float]:
+    def _run(self, batch: list[_Window]) -> list[float]:
         scores = [0.0] * len(batch)
-        for rate in {item[2] for item in batch}:
-            rows = [i for i, item in enumerate(batch) if item[2] == rate]
-            models = [batch[i][0] for i in rows]
-            size = 64 if rate == 16000 else 32
-            x = np.stack([np.concatenate((m.context(size), batch[i][1])) for i, m in
-                          zip(rows, models, strict=True)])
+        for rate in {w.rate for w in batch}:
+            rows = [i for i, w in enumerate(batch) if w.rate == rate]
+            models = [batch[i].model for i in rows]
+            size = 64 if rate == 16000 else 32  # the context Silero prepends, as pipecat's
+            x = np.stack([np.concatenate((batch[i].model.context(size), batch[i].samples))
+                          for i in rows])
             state = np.concatenate([m._state for m in models], axis=1)
             out, state = self._session.run(
                 None, {"input": x, "state": state, "sr": np.array(rate, dtype=np.int64)}

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,11 +59,6 @@ class LoopLag:
     def stop(self) -> str:
         self._task.cancel()
         return f"max {max(self.lags_ms, default=0):.0f} ms, p99 {pct(self.lags_ms, 0.99):.0f} ms"
-
-
-async def server_health(server) -> dict:
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        return (await client.get("/healthz")).json()
 
 
 class Sampler:
@@ -117,7 +111,7 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
             twilio = caller(server, from_number=f"+1555020{i:04d}")
             results.append((twilio.call_sid, await twilio.call(lines, end_timeout_s=10)))
 
-    stalls0 = (await server_health(server))["loop_stalls"]
+    stalls0 = (await server.api("/healthz")).json()["loop_stalls"]
     sampler = Sampler(server.process.pid)
     client = psutil.Process()
     client_cpu0 = sum(client.cpu_times()[:2])
@@ -127,7 +121,7 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
     cores = sampler.stop()
     client_lag = lag.stop()
     client_cores = (sum(client.cpu_times()[:2]) - client_cpu0) / (time.monotonic() - started)
-    health = await server_health(server)
+    health = (await server.api("/healthz")).json()
     await asyncio.sleep(2)  # the last turns reach the database
     held = sum(1 for _, r in results if r.max_gap_ms <= GAP_LIMIT_MS and not r.errors)
     latencies = [ms for _, r in results for ms in r.latencies_ms]

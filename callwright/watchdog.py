@@ -23,12 +23,12 @@ class LoopWatchdog:
         self._period = period_s
         self._warn_after = warn_after_s
         self._beat = time.monotonic()
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = 0  # set by start(), on the loop's thread
         self._task: asyncio.Task | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
-        self.worst_lag_ms = 0.0
         self._recent_ms: deque[float] = deque(maxlen=int(60 / period_s))  # the last minute
+        self.worst_lag_ms = 0.0
         self.stalls = 0  # heartbeats later than warn_after_s
 
     def start(self) -> None:
