@@ -6,7 +6,8 @@ load) on an idle machine, and 60+ ms under load, with the event loop blocked —
 other call's audio stalls while a new call starts. The sessions hold no call state
 (Silero's recurrent state lives in `SileroOnnxModel`, Smart Turn's audio in the
 analyzer), and onnxruntime allows concurrent `run()` calls on one session, so calls
-share them. Both subclasses skip the parent `__init__` only to avoid its session.
+share them. The subclasses skip the parent `__init__` only to avoid its session. Smart
+Turn's model runs in the model host's processes; each call keeps pipecat's state machine.
 
 Silero also scores every call's windows together (`SileroBatcher`): pipecat hands each
 20 ms frame of each call to a thread of that call's own, and with many calls those
@@ -21,7 +22,7 @@ import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -30,6 +31,9 @@ from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn, SmartTu
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+
+if TYPE_CHECKING:
+    from agent.model_host import ModelHost
 
 _sessions: dict[Path, ort.InferenceSession] = {}
 _lock = threading.Lock()
@@ -166,14 +170,35 @@ class SharedSileroVAD(SileroVADAnalyzer):
         return score
 
 
-class SharedSmartTurn(LocalSmartTurnAnalyzerV3):
-    def __init__(self, *, model: Path, params: SmartTurnParams | None = None):
-        BaseSmartTurn.__init__(self, params=params)
+class SmartTurnModel(LocalSmartTurnAnalyzerV3):
+    """pipecat's Smart Turn v3 inference without a call's turn state: what the model
+    host runs (agent/model_host.py), on the shared session."""
+
+    def __init__(self, model: Path):
+        BaseSmartTurn.__init__(self)
         self._log_data = False
         self._session = shared_session(model, optimize=True)
 
+    def predict(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+        self._sample_rate = sample_rate
+        return self._predict_endpoint(audio)
 
-def warm(*, silero: Path, smart_turn: Path) -> None:
-    """Build both sessions now (at startup, off the event loop), not on the first call."""
+
+class HostedSmartTurn(BaseSmartTurn):
+    """pipecat's Smart Turn state machine for one call; the model runs in the model host."""
+
+    def __init__(self, *, host: ModelHost, params: SmartTurnParams | None = None):
+        super().__init__(params=params)
+        self._host = host
+
+    def _predict_endpoint(self, audio_array: np.ndarray) -> dict[str, Any]:
+        try:
+            return self._host.end_of_turn(audio_array, self.sample_rate)
+        except Exception as exc:  # the turn then ends on silence alone (turn_stop_secs)
+            logger.error(f"Smart Turn failed: {exc!r}")
+            return {"prediction": 0, "probability": 0.0}
+
+
+def warm(*, silero: Path) -> None:
+    """Build Silero's session now (at startup, off the event loop), not on the first call."""
     shared_session(silero)
-    shared_session(smart_turn, optimize=True)

@@ -1,14 +1,13 @@
-"""The embedded CPU default: Whisper tiny.en, a reply policy, and Piper, in one backend."""
+"""The embedded CPU default: Whisper tiny.en, a reply policy, and Piper, in one backend.
+
+The models run in the model host (agent/model_host.py), shared by every call.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Callable
-
-import numpy as np
-from loguru import logger
 
 from agent.backend import (
     AudioChunk,
@@ -22,11 +21,10 @@ from agent.backend import (
     TurnRequest,
 )
 from agent.context import call_context
-from agent.models import ModelPaths
+from agent.model_host import ModelHost
 from agent.policy import ReplyPolicy
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-LEADING_SILENCE_LEVEL = 500  # int16 amplitude below which Piper's lead-in counts as silence
 
 
 def split_sentences(text: str) -> list[str]:
@@ -38,42 +36,17 @@ class EmbeddedCascade(AudioLLM):
     name = "embedded"
     capabilities = Capabilities(caller_text=True, truncation=True)
 
-    def __init__(
-        self,
-        *,
-        models: ModelPaths,
-        policy_factory: Callable[..., ReplyPolicy],
-        beam_size: int = 5,
-    ):
+    def __init__(self, *, host: ModelHost, policy_factory: Callable[..., ReplyPolicy]):
         """`policy_factory(context=CallContext)` makes each call's reply policy."""
-        self._models = models
-        self._beam_size = beam_size
+        self._host = host
         self._policy_factory = policy_factory
-        self._whisper = None
-        self._voice = None
 
     async def load(self) -> None:
-        await asyncio.to_thread(self._load)
-
-    def _load(self) -> None:
-        from piper import PiperVoice
-
-        from agent.asr import WhisperASR
-
-        started = time.perf_counter()
-        logger.info(f"Loading Whisper from {self._models.whisper_dir}")
-        self._whisper = WhisperASR(model_dir=self._models.whisper_dir, beam_size=self._beam_size)
-        logger.info(f"Loading Piper voice {self._models.piper_voice.name}")
-        self._voice = PiperVoice.load(self._models.piper_voice)
-        # One short synthesis and transcription warm the ONNX and CTranslate2 kernels,
-        # so the first caller does not pay for them.
-        warm = self.synthesize("Ready.")
-        self.transcribe(warm[0][: 16000 * 2])
-        logger.info(f"Embedded models ready in {time.perf_counter() - started:.1f}s")
+        await asyncio.to_thread(self._host.load)
 
     async def open_session(self, *, policy: ReplyPolicy | None = None) -> AudioLLMSession:
         """A conversation; `policy` (a flow, say) replaces the default for this call."""
-        if self._whisper is None:
+        if not self._host.loaded:
             raise RuntimeError("EmbeddedCascade.load() was not awaited")
         # The call runner set this call's context (recalled caller, remember) in our task.
         return CascadeSession(
@@ -81,16 +54,10 @@ class EmbeddedCascade(AudioLLM):
         )
 
     def transcribe(self, audio16k: bytes) -> str:
-        return self._whisper.transcribe(audio16k)
+        return self._host.transcribe(audio16k)
 
     def synthesize(self, text: str) -> tuple[bytes, int]:
-        chunks = list(self._voice.synthesize(text))
-        audio = np.frombuffer(b"".join(c.audio_int16_bytes for c in chunks), dtype=np.int16)
-        rate = chunks[0].sample_rate
-        # Piper opens each sentence with ~50 ms of silence; the caller should not wait for it.
-        onset = int(np.argmax(np.abs(audio) > LEADING_SILENCE_LEVEL))
-        start = max(0, onset - rate // 100)
-        return audio[start:].tobytes(), rate
+        return self._host.synthesize(text)
 
 
 class CascadeSession(AudioLLMSession):

@@ -38,7 +38,6 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
 
-from agent import speakers
 from agent.echo import PlayedAudio, echo_share
 from agent.frames import AgentPauseFrame, AgentResumeFrame, InterruptibilityFrame
 from agent.speakers import SpeakerTracker
@@ -245,7 +244,11 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         tracker = self._speakers
         if tracker is None or not tracker.enrolled or not audio:
             return False
-        voice_print = await asyncio.to_thread(speakers.embed, audio)
+        try:
+            voice_print = await asyncio.to_thread(tracker.voice_print, audio)
+        except Exception as exc:  # cannot tell: treat it as the caller, as before enrolment
+            logger.error(f"{self}: no voice print for the overlap: {exc!r}")
+            return False
         if self._overlap_loud_s >= self._settings.voice_print_s:
             similarity = tracker.similarity(voice_print, tracker.main)
             logger.debug(f"{self}: overlap voice similarity to {tracker.main}: {similarity:.2f}")

@@ -17,11 +17,11 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_processor import UserTurnProcessor
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from agent.analyzers import SharedSileroVAD, SharedSmartTurn
+from agent.analyzers import HostedSmartTurn, SharedSileroVAD
 from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from agent.echo import PlayedAudio, PlayedAudioTap
 from agent.interruptions import BargeInStartStrategy, InterruptionSettings
-from agent.models import ModelPaths
+from agent.model_host import ModelHost
 from agent.slot import DTMF_PREFIX, AudioLLMSlot, SlotFallback
 from agent.speakers import SpeakerSettings, SpeakerTracker
 from agent.turns import TranscriptAwareTurnStopStrategy
@@ -40,7 +40,7 @@ def build_call_worker(
     *,
     transport: BaseTransport,
     session: AudioLLMSession,
-    models: ModelPaths,
+    models: ModelHost,
     recorder: FrameProcessor,
     out_sample_rate: int,
     turn_taking: TurnTakingSettings = TurnTakingSettings(),
@@ -51,14 +51,16 @@ def build_call_worker(
 ) -> PipelineWorker:
     """`after_output` sees frames once sent, in playback order: call control, recording."""
     vad = SharedSileroVAD(
-        model=models.silero_vad, params=VADParams(stop_secs=turn_taking.vad_stop_secs)
+        model=models.paths.silero_vad, params=VADParams(stop_secs=turn_taking.vad_stop_secs)
     )
-    turn_analyzer = SharedSmartTurn(
-        model=models.smart_turn, params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs)
+    turn_analyzer = HostedSmartTurn(
+        host=models, params=SmartTurnParams(stop_secs=turn_taking.turn_stop_secs)
     )
     played = PlayedAudio()
     speakers = turn_taking.speakers
-    tracker = SpeakerTracker(settings=speakers) if speakers.enabled else None
+    tracker = (
+        SpeakerTracker(settings=speakers, embed=models.voice_print) if speakers.enabled else None
+    )
     user_turns = UserTurnProcessor(
         user_turn_strategies=UserTurnStrategies(
             start=[BargeInStartStrategy(

@@ -45,7 +45,6 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.time import time_now_iso8601
 
-from agent import speakers
 from agent.backend import (
     AudioChunk,
     AudioLLMSession,
@@ -259,7 +258,11 @@ class AudioLLMSlot(FrameProcessor):
         if seconds < tracker.settings.min_s and tracker.labels():
             return self.last_speaker or tracker.main
         known = tracker.labels()
-        voice_print = await asyncio.to_thread(speakers.embed, audio)
+        try:
+            voice_print = await asyncio.to_thread(tracker.voice_print, audio)
+        except Exception as exc:  # a label is not worth the turn: keep the last one
+            logger.error(f"{self}: no voice print for this turn: {exc!r}")
+            return self.last_speaker or tracker.main
         label = tracker.assign(voice_print, seconds)
         self._clearly_other = label != tracker.main and tracker.differs(
             voice_print, tracker.main, tracker.settings.unanswered_below

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,10 +113,21 @@ class _Voice:
 class SpeakerTracker:
     """The voices heard on one call; one per call, shared by the slot and the barge-in gate."""
 
-    def __init__(self, *, settings: SpeakerSettings = SpeakerSettings()):
+    def __init__(
+        self,
+        *,
+        settings: SpeakerSettings = SpeakerSettings(),
+        embed: Callable[[bytes], VoicePrint] = embed,
+    ):
+        """`embed` makes voice prints (the model host's, in a server)."""
         self.settings = settings
+        self._embed = embed
         self._voices: list[_Voice] = []
         self.main = MAIN_LABEL
+
+    def voice_print(self, pcm16k: bytes) -> VoicePrint:
+        """The voice print of 16 kHz int16 speech. Blocking: call in a thread."""
+        return self._embed(pcm16k)
 
     @property
     def enrolled(self) -> bool:

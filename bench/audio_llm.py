@@ -75,6 +75,7 @@ async def local(turns: int) -> None:
     from agent.backends.openai_compat import OpenAICompatibleBackend
     from agent.backends.qwen_omni_random import save_tiny
     from agent.cascade import EmbeddedCascade
+    from agent.model_host import ModelHost
     from agent.policy import Receptionist
     from agent.workers.client import WorkerPool
     from tests.openai_standin import OpenAIStandIn
@@ -82,7 +83,9 @@ async def local(turns: int) -> None:
 
     audio = [None] + [speech_16k(LINES[i % len(LINES)]) for i in range(turns)]
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-audio-llm-"))
-    cascade = EmbeddedCascade(models=models.resolve(), policy_factory=Receptionist)
+    cascade = EmbeddedCascade(
+        host=ModelHost(paths=models.resolve(), processes=0), policy_factory=Receptionist
+    )
     await cascade.load()
     worker = tiny_omni_worker(tmp, save_tiny(tmp / "tiny-omni"))
     standin = OpenAIStandIn()

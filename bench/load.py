@@ -62,26 +62,35 @@ class LoopLag:
 
 
 class Sampler:
-    """The server's CPU and peak RSS while the load runs."""
+    """CPU and peak RSS of the server and its model processes while the load runs."""
 
     def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
+        self.server = psutil.Process(pid)
+        self.models = self.server.children(recursive=True)
         self.peak_rss = 0
         self._task = asyncio.create_task(self._run())
-        self._cpu0 = self.process.cpu_times()
+        self._cpu0 = [self._cpu(p) for p in (self.server, *self.models)]
         self._t0 = time.monotonic()
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
 
     async def _run(self) -> None:
         while True:
-            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            self.peak_rss = max(self.peak_rss, sum(
+                p.memory_info().rss for p in (self.server, *self.models)
+            ))
             await asyncio.sleep(0.5)
 
-    def stop(self) -> float:
-        """Cores used on average."""
+    def stop(self) -> tuple[float, float]:
+        """Cores used on average: by the server's own process, by its model processes."""
         self._task.cancel()
-        cpu = self.process.cpu_times()
-        used = (cpu.user + cpu.system) - (self._cpu0.user + self._cpu0.system)
-        return used / (time.monotonic() - self._t0)
+        elapsed = time.monotonic() - self._t0
+        used = [self._cpu(p) - c0 for p, c0 in zip((self.server, *self.models), self._cpu0,
+                                                     strict=True)]
+        return used[0] / elapsed, sum(used[1:]) / elapsed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +127,8 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
     lag = LoopLag()
     started = time.monotonic()
     await asyncio.gather(*(one_caller(i) for i in range(calls)))
-    cores = sampler.stop()
+    server_cores, model_cores = sampler.stop()
+    cores = server_cores + model_cores
     client_lag = lag.stop()
     client_cores = (sum(client.cpu_times()[:2]) - client_cpu0) / (time.monotonic() - started)
     health = (await server.api("/healthz")).json()
@@ -135,7 +145,9 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
           f"worst gap {max((r.max_gap_ms for _, r in results), default=0):.0f} ms")
     print(f"  voice-to-voice p50 {pct(latencies, 0.5):.0f} ms, p90 {pct(latencies, 0.9):.0f} ms "
           f"({len(latencies)} replies)")
-    print(f"  server CPU {cores:.2f} cores, peak RSS {sampler.peak_rss / 2**20:.0f} MB")
+    print(f"  server CPU {cores:.2f} cores ({server_cores:.2f} event loop's process, "
+          f"{model_cores:.2f} {len(sampler.models)} model processes), "
+          f"peak RSS {sampler.peak_rss / 2**20:.0f} MB in all")
     print(f"  server event loop: {health['loop_stalls'] - stalls0} stalls over 100 ms "
           f"(worst since start {health['worst_loop_lag_ms']} ms); lag over the last minute "
           f"p50 {health['loop_lag_ms']['p50']} ms, p99 {health['loop_lag_ms']['p99']} ms")
@@ -230,6 +242,7 @@ async def main(args: argparse.Namespace) -> None:
     server = start_server(Path(tempfile.mkdtemp(prefix="cw-load-")), rest_url=rest.base_url,
                           database_url=args.database_url,
                           AUDIO_LLM_BACKEND=args.backend, MAX_CALLS=args.max_calls,
+                          MODEL_PROCESSES=args.model_processes,
                           LOG_LEVEL="WARNING", RECORD_CALLS=int(not args.no_record))
     try:
         # Twilio's edge has CPUs of its own. The callers here share two cores with the
@@ -264,4 +277,5 @@ if __name__ == "__main__":
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--max-calls", type=int, default=200, help="the server's MAX_CALLS")
     parser.add_argument("--database-url", default="", help="default: SQLite in a temp dir")
+    parser.add_argument("--model-processes", type=int, default=2, help="the server's")
     asyncio.run(main(parser.parse_args()))

@@ -17,7 +17,7 @@ from agent.cascade import EmbeddedCascade
 from agent.context import CallContext, set_call_context
 from agent.fallback import FallbackSession
 from agent.guard import FailedSession, GuardedSession
-from agent.models import ModelPaths
+from agent.model_host import ModelHost
 from agent.pipeline import TurnTakingSettings, build_call_worker
 from agent.slot import SlotFallback
 from agent.transcript import TranscribingSession
@@ -36,7 +36,7 @@ class CallRunner:
         self,
         *,
         backend: AudioLLM,
-        models: ModelPaths,
+        models: ModelHost,
         writer: TurnWriter,
         store: CallStore,
         turn_taking: TurnTakingSettings,

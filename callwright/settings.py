@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     whisper_model_dir: Path | None = Field(None, validation_alias=_env("WHISPER_MODEL_DIR"))
     piper_voice_path: Path | None = Field(None, validation_alias=_env("PIPER_VOICE_PATH"))
     smart_turn_model_path: Path | None = Field(None, validation_alias=_env("SMART_TURN_MODEL_PATH"))
+    model_processes: int = Field(
+        2, ge=0, validation_alias=_env("MODEL_PROCESSES"),
+        description="Processes that run Whisper, Smart Turn, voice prints and Piper for every "
+        "call, beside the server's (0: in the server's own process).",
+    )
     whisper_beam_size: int = Field(
         5, validation_alias=_env("WHISPER_BEAM_SIZE"),
         description="5 cuts tiny.en's word errors on phone audio by about two thirds for ~30 ms.",

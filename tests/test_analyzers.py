@@ -8,7 +8,7 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from agent import models
-from agent.analyzers import SharedSileroVAD, SharedSmartTurn, silero_batcher
+from agent.analyzers import SharedSileroVAD, SmartTurnModel, silero_batcher
 from tests.support import speech_8k
 
 RATE = 16_000
@@ -75,17 +75,16 @@ async def test_calls_batched_together_judge_exactly_as_pipecat_alone():
     assert VADState.SPEAKING in got_states[0] and got_states[0][-1] == VADState.QUIET
 
 
-def test_shared_smart_turn_matches_pipecat():
+def test_smart_turn_model_matches_pipecat():
     paths = models.resolve()
     audio = np.frombuffer(_speech_16k("What time do you open tomorrow?"), dtype=np.int16)
     samples = audio.astype(np.float32) / 32768.0
     reference = LocalSmartTurnAnalyzerV3(smart_turn_model_path=str(paths.smart_turn))
     reference.set_sample_rate(RATE)
-    shared = [SharedSmartTurn(model=paths.smart_turn) for _ in range(2)]
+    shared = [SmartTurnModel(paths.smart_turn) for _ in range(2)]
     assert shared[0]._session is shared[1]._session
-    for analyzer in shared:
-        analyzer.set_sample_rate(RATE)
-        result = analyzer._predict_endpoint(samples)
-        expected = reference._predict_endpoint(samples)
+    expected = reference._predict_endpoint(samples)
+    for model in shared:
+        result = model.predict(samples, RATE)
         assert result["prediction"] == expected["prediction"]
         assert abs(result["probability"] - expected["probability"]) < 1e-5

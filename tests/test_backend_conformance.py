@@ -46,9 +46,12 @@ BOOK_TOOL = {
 async def cascade():
     from agent import models
     from agent.cascade import EmbeddedCascade
+    from agent.model_host import ModelHost
     from agent.policy import Receptionist
 
-    backend = EmbeddedCascade(models=models.resolve(), policy_factory=Receptionist)
+    backend = EmbeddedCascade(
+        host=ModelHost(paths=models.resolve(), processes=0), policy_factory=Receptionist
+    )
     await backend.load()
     return backend
 

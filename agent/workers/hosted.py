@@ -50,9 +50,12 @@ def create_backend(name: str, options: WorkerOptions) -> AudioLLM:
     if name == "embedded":
         from agent import models
         from agent.cascade import EmbeddedCascade
+        from agent.model_host import ModelHost
         from agent.policy import Receptionist
 
-        return EmbeddedCascade(models=models.resolve(), policy_factory=Receptionist)
+        return EmbeddedCascade(
+            host=ModelHost(paths=models.resolve(), processes=0), policy_factory=Receptionist
+        )
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
