@@ -146,7 +146,7 @@ async def load(server, calls: int, seconds: float, lines: list[bytes]) -> LoadRe
     print(f"  voice-to-voice p50 {pct(latencies, 0.5):.0f} ms, p90 {pct(latencies, 0.9):.0f} ms "
           f"({len(latencies)} replies)")
     print(f"  server CPU {cores:.2f} cores ({server_cores:.2f} event loop's process, "
-          f"{model_cores:.2f} {len(sampler.models)} model processes), "
+          f"{model_cores:.2f} its child processes: models, multiprocessing's tracker), "
           f"peak RSS {sampler.peak_rss / 2**20:.0f} MB in all")
     print(f"  server event loop: {health['loop_stalls'] - stalls0} stalls over 100 ms "
           f"(worst since start {health['worst_loop_lag_ms']} ms); lag over the last minute "
@@ -199,6 +199,7 @@ async def search(server, args: argparse.Namespace, lines: list[bytes]) -> None:
 
 async def short_calls(server, total: int, parallel: int = 10) -> None:
     process = psutil.Process(server.process.pid)
+    processes = [process, *process.children(recursive=True)]  # with the model processes
     started_calls = finished = 0
     rss: list[int] = []
 
@@ -225,11 +226,12 @@ async def short_calls(server, total: int, parallel: int = 10) -> None:
             await one()
             finished += 1
             if finished % 50 == 0:
-                rss.append(process.memory_info().rss)
+                rss.append(sum(p.memory_info().rss for p in processes))
 
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(parallel)))
-    print(f"{total} short calls in {time.monotonic() - started:.0f} s: server RSS after 50 "
+    print(f"{total} short calls in {time.monotonic() - started:.0f} s: server RSS (with its "
+          f"model processes) after 50 "
           f"{rss[0] / 2**20:.0f} MB, after {total} {rss[-1] / 2**20:.0f} MB "
           f"(growth {(rss[-1] - rss[0]) / 2**20:+.0f} MB); by 50s: "
           + ", ".join(f"{r / 2**20:.0f}" for r in rss))
