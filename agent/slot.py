@@ -67,7 +67,7 @@ from agent.frames import (
     TransferCallFrame,
 )
 from agent.playback import AgentTurn, PushedSegment
-from agent.speakers import SpeakerTracker
+from agent.speakers import SpeakerTracker, VoicePrint
 
 DTMF_PREFIX = "DTMF: "  # what pipecat's DTMFAggregator puts before the digits
 PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost
@@ -123,6 +123,7 @@ class AudioLLMSlot(FrameProcessor):
         self._continuation: bytearray | None = None
         self._unanswered: CallerTurnFrame | None = None  # its words, while that is open
         self._prepared: bytes | None = None  # the turn's audio as of the last VAD silence
+        self._prepared_print: tuple[bytes, asyncio.Future[VoicePrint]] | None = None
         self._speech_start_ms = 0
         self._speech_end: float | None = None
         self._task: asyncio.Task | None = None
@@ -156,6 +157,7 @@ class AudioLLMSlot(FrameProcessor):
             if self._capture is not None:
                 self._prepared = bytes(self._capture)
                 self.create_task(self._prepare(self._prepared), "audio-llm-prepare")
+                self._prepare_print(self._prepared)
             elif self._overlap is not None:
                 self.create_task(self._transcribe_overlap(bytes(self._overlap)), "overlap-asr")
         elif isinstance(frame, VADUserStartedSpeakingFrame):
@@ -251,6 +253,20 @@ class AudioLLMSlot(FrameProcessor):
             self._run_turn(request, caller_span, labelling), "audio-llm-turn"
         )
 
+    def _prepare_print(self, audio: bytes) -> None:
+        """Start the turn's voice print with its transcript, at the VAD's silence: the reply
+        waits for the label, and under load a print started at the turn's end came late."""
+        tracker = self.speakers
+        if tracker is None or not tracker.settings.enabled:
+            return
+        if len(audio) / 2 / self._in_rate < tracker.settings.min_s and tracker.labels():
+            return  # too short to label: `_label` keeps the last speaker
+        if self._prepared_print is not None:
+            self._prepared_print[1].cancel()
+        future = asyncio.ensure_future(asyncio.to_thread(tracker.voice_print, audio))
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # read in _label
+        self._prepared_print = (audio, future)
+
     async def _label(self, audio: bytes) -> str | None:
         """Who said this turn; enrols new voices (speech long enough to tell voices apart)."""
         tracker = self.speakers
@@ -258,8 +274,12 @@ class AudioLLMSlot(FrameProcessor):
         if seconds < tracker.settings.min_s and tracker.labels():
             return self.last_speaker or tracker.main
         known = tracker.labels()
+        early = self._prepared_print
         try:
-            voice_print = await asyncio.to_thread(tracker.voice_print, audio)
+            if early is not None and early[0] is audio:
+                voice_print = await early[1]
+            else:
+                voice_print = await asyncio.to_thread(tracker.voice_print, audio)
         except Exception as exc:  # a label is not worth the turn: keep the last one
             logger.error(f"{self}: no voice print for this turn: {exc!r}")
             return self.last_speaker or tracker.main
