@@ -26,11 +26,12 @@ from pipecat.transports.websocket.fastapi import (
 from starlette.websockets import WebSocket
 
 from agent.frames import TransferCallFrame
+from telephony.marks import FlushBeforeMark
 
 OUTPUT_LEAD_S = 0.2  # audio held at the far end: covers server and network hiccups
 
 
-class LeadPacedOutputTransport(FastAPIWebsocketOutputTransport):
+class LeadPacedOutputTransport(FlushBeforeMark, FastAPIWebsocketOutputTransport):
     def __init__(self, *args, lead_s: float = OUTPUT_LEAD_S, **kwargs):
         super().__init__(*args, **kwargs)
         self._lead_s = lead_s

@@ -19,9 +19,10 @@ from pipecat.transports.smallwebrtc.transport import (
 )
 
 from agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
+from telephony.marks import FlushBeforeMark
 
 
-class PlaybackClockOutputTransport(SmallWebRTCOutputTransport):
+class PlaybackClockOutputTransport(FlushBeforeMark, SmallWebRTCOutputTransport):
     async def send_message(
         self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
     ) -> None:
