@@ -99,15 +99,24 @@ class CascadeSession(AudioLLMSession):
                 yield EndOfTurn()
                 return
             reply = await self._policy.reply(text)
-        for sentence in split_sentences(reply.text):
-            if self._cancelled:
-                return
-            yield TextDelta(text=sentence)
-            audio, rate = await asyncio.to_thread(self._backend.synthesize, sentence)
-            if self._cancelled:
-                return
-            yield AudioChunk(audio=audio, sample_rate=rate, interruptible=reply.interruptible,
-                             interruptions=reply.interruptions)
+        sentences = split_sentences(reply.text)
+        # All at once: the model processes speak the second sentence while the first plays,
+        # instead of only once the first is ready (under load, a hole between the two).
+        speech = [asyncio.ensure_future(asyncio.to_thread(self._backend.synthesize, sentence))
+                  for sentence in sentences]
+        try:
+            for sentence, audio_future in zip(sentences, speech, strict=True):
+                if self._cancelled:
+                    return
+                yield TextDelta(text=sentence)
+                audio, rate = await audio_future
+                if self._cancelled:
+                    return
+                yield AudioChunk(audio=audio, sample_rate=rate, interruptible=reply.interruptible,
+                                 interruptions=reply.interruptions)
+        finally:
+            for future in speech:
+                future.cancel()
         yield EndOfTurn(
             end_call=reply.end_call, transfer_to=reply.transfer_to, dtmf=reply.dtmf,
             listen_timeout_s=reply.listen_timeout_s,
