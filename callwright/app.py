@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -83,11 +82,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Model calls wait in threads on the model processes; with the default pool (six
-        # threads on two cores) they queued flow loading at call start behind them.
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(max_workers=64, thread_name_prefix="callwright")
-        )
         await migrate(engine)
         if interrupted := await store.interrupt_unfinished():
             logger.warning(f"{interrupted} calls left open by the last run marked interrupted")
