@@ -87,15 +87,13 @@ class _Models:
 _process_models: _Models | None = None  # in a model process
 
 
-def _start_process(
-    paths: ModelPaths, beam_size: int, voice_prints: bool, setup: Callable[[], None] | None
-) -> None:
+def _start_process(models: dict[str, Any], setup: Callable[[], None] | None) -> None:
     global _process_models
     if setup is not None:
         setup()
     os.nice(PROCESS_NICENESS)
     threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    _process_models = _Models(paths=paths, beam_size=beam_size, voice_prints=voice_prints)
+    _process_models = _Models(**models)
 
 
 def _exit_with(parent: int) -> None:
@@ -124,7 +122,8 @@ class ModelHost:
         """`process_setup` (picklable) runs first in each model process: logging, say."""
         self.paths = paths
         self._processes = processes
-        self._init_args = (paths, beam_size, voice_prints, process_setup)
+        self._models = {"paths": paths, "beam_size": beam_size, "voice_prints": voice_prints}
+        self._process_setup = process_setup
         self._local: _Models | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -139,10 +138,7 @@ class ModelHost:
             if self.loaded:
                 return
             if self._processes == 0:
-                self._local = _Models(
-                    paths=self._init_args[0], beam_size=self._init_args[1],
-                    voice_prints=self._init_args[2],
-                )
+                self._local = _Models(**self._models)
                 return
             started = time.perf_counter()
             logger.info(f"Starting {self._processes} model process(es)")
@@ -159,7 +155,7 @@ class ModelHost:
             # Not fork: the server's threads (onnxruntime's, the loop's) do not survive it.
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_process,
-            initargs=self._init_args,
+            initargs=(self._models, self._process_setup),
         )
 
     def _call(self, method: str, *args: Any) -> Any:
