@@ -3,6 +3,7 @@ the webhook (synchronous AMD) or mid-call (`AsyncAmd`, a signed callback to /twi
 
 import asyncio
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import httpx
@@ -113,7 +114,8 @@ async def test_flow_leaves_a_message_on_a_machine(tmp_path, rest_standin):
     tones = dtmf.decode(heard)
     assert [key for key, _, _ in tones] == ["#"], tones
     message = transcribe_8k(heard[: int(tones[0][1] * 8000) * 2]).lower()
-    assert "voicemail" in message and "speaking with" not in message, message
+    # Whisper writes it either way ("voice mail" on AMD EPYC).
+    assert re.search(r"voice ?mail", message) and "speaking with" not in message, message
     assert call["flow_name"] == "reminder" and call["flow_path"] == ["answer", "voicemail"]
     assert call["answered_by"] == "machine_end_beep" and call["end_reason"] == "agent-hangup"
     assert _updates(rest_standin, call_sid) == [{"Status": "completed"}]
