@@ -82,15 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        models_loading = asyncio.ensure_future(cascade.load())  # model processes, meanwhile:
         await migrate(engine)
         if interrupted := await store.interrupt_unfinished():
             logger.warning(f"{interrupted} calls left open by the last run marked interrupted")
         await asyncio.to_thread(analyzers.warm, silero=paths.silero_vad)
         await asyncio.to_thread(twilio_rest.preload)
-        await cascade.load()
+        await flows.load()
+        await models_loading
         if backend is not cascade:
             await backend.load()
-        await flows.load()
         audio, rate = await asyncio.to_thread(cascade.synthesize, settings.fallback_text)
         runner.fallback = SlotFallback(
             text=settings.fallback_text, audio=audio, sample_rate=rate,
