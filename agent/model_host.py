@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from loguru import logger
 
 from agent.models import ModelPaths
+
+if TYPE_CHECKING:
+    from agent.speakers import VoicePrint
 
 LEADING_SILENCE_LEVEL = 500  # int16 amplitude below which Piper's lead-in counts as silence
 PROCESS_NICENESS = 5  # model processes yield the CPU to the audio path
@@ -78,7 +81,7 @@ class _Models:
     def end_of_turn(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
         return self._smart_turn.predict(audio, sample_rate)
 
-    def voice_print(self, audio16k: bytes):
+    def voice_print(self, audio16k: bytes) -> VoicePrint:
         from agent import speakers
 
         return speakers.embed(audio16k)
@@ -192,8 +195,8 @@ class ModelHost:
         """Smart Turn v3's verdict on float32 audio: {"prediction": 0|1, "probability"}."""
         return self._call("end_of_turn", audio, sample_rate)
 
-    def voice_print(self, audio16k: bytes):
-        """The speaker's `speakers.VoicePrint` of 16 kHz int16 speech."""
+    def voice_print(self, audio16k: bytes) -> VoicePrint:
+        """The speaker's voice print of 16 kHz int16 speech."""
         return self._call("voice_print", audio16k)
 
     def process_ids(self) -> list[int]:

@@ -259,8 +259,8 @@ class AudioLLMSlot(FrameProcessor):
         tracker = self.speakers
         if tracker is None or not tracker.settings.enabled:
             return
-        if len(audio) / 2 / self._in_rate < tracker.settings.min_s and tracker.labels():
-            return  # too short to label: `_label` keeps the last speaker
+        if tracker.too_short(len(audio) / 2 / self._in_rate):
+            return  # `_label` keeps the last speaker
         if self._prepared_print is not None:
             self._prepared_print[1].cancel()
         future = asyncio.ensure_future(asyncio.to_thread(tracker.voice_print, audio))
@@ -271,7 +271,7 @@ class AudioLLMSlot(FrameProcessor):
         """Who said this turn; enrols new voices (speech long enough to tell voices apart)."""
         tracker = self.speakers
         seconds = len(audio) / 2 / self._in_rate
-        if seconds < tracker.settings.min_s and tracker.labels():
+        if tracker.too_short(seconds):
             return self.last_speaker or tracker.main
         known = tracker.labels()
         early = self._prepared_print

@@ -129,6 +129,11 @@ class SpeakerTracker:
         """The voice print of 16 kHz int16 speech. Blocking: call in a thread."""
         return self._embed(pcm16k)
 
+    def too_short(self, seconds: float) -> bool:
+        """Whether speech this short keeps the last label: once a voice is known, it is
+        too little to tell voices apart by."""
+        return seconds < self.settings.min_s and bool(self._voices)
+
     @property
     def enrolled(self) -> bool:
         return bool(self._voices) and self._voices[0].seconds >= self.settings.enrol_s
