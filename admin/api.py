@@ -52,6 +52,7 @@ class CallOut(BaseModel):
 class CallDetail(CallOut):
     flow_path: list | None
     slots: dict | None
+    variables: dict | None  # what the dialler passed with an outbound call
     summary: str | None
     turns: list[TurnOut]
 

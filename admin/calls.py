@@ -240,7 +240,7 @@ class CallQueries:
             "id": c.id, "call_sid": c.call_sid, "from_number": c.from_number,
             "to_number": c.to_number, "status": c.status, "end_reason": c.end_reason,
             "flow_name": c.flow_name, "flow_version": c.flow_version, "flow_path": c.flow_path,
-            "slots": c.slots, "summary": c.summary,
+            "slots": c.slots, "variables": c.variables, "summary": c.summary,
             "created_at": c.created_at.isoformat(),
             "started_at": c.started_at.isoformat() if c.started_at else None,
             "ended_at": c.ended_at.isoformat() if c.ended_at else None,

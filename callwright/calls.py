@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 from pipecat.observers.base_observer import BaseObserver
@@ -72,13 +73,14 @@ class CallRunner:
         control: Sequence[FrameProcessor] = (),
         record: bool | None = None,
         answered_by: str | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> None:
         """Converse until the call ends.
 
         `flow` overrides the default flow; `control` sees the agent's frames once played
         (transfer, for the transport); `record` overrides the flow's `record:`, which
         overrides the RECORD_CALLS setting; `answered_by` (answering-machine detection on
-        an outbound call) reaches flows as `caller.answered_by`.
+        an outbound call) and the dialler's `variables` reach flows as `caller.<name>`.
         """
         recording = None
         if record is None and self._flows is not None:
@@ -93,8 +95,7 @@ class CallRunner:
                 logger.warning(f"call {call_id}: recording path not stored ({exc!r})")
         # Before the greeting: who is calling and what we remember of them.
         context = await self._memory.begin_call(call_id) if self._memory else CallContext()
-        if answered_by:
-            context = replace(context, caller={**context.caller, "answered_by": answered_by})
+        context = _with_call_details(context, answered_by=answered_by, variables=variables)
         set_call_context(context)  # read by the backend's reply policy or flow
         redactor = self._memory.redactor if self._memory else None
         try:
@@ -160,3 +161,20 @@ class CallRunner:
             backend, call_id=call_id, caller=dict(context.caller), remember=context.remember,
             flow_name=flow,
         )
+
+
+def _with_call_details(
+    context: CallContext, *, answered_by: str | None, variables: Mapping[str, Any] | None
+) -> CallContext:
+    """What the dialler passed overrides what memory recalled (a name, say); a language
+    model without a flow reads the variables in its instructions."""
+    if not answered_by and not variables:
+        return context
+    caller = {**context.caller, **(variables or {})}
+    if answered_by:
+        caller["answered_by"] = answered_by
+    instructions = context.instructions
+    if variables:
+        given = "; ".join(f"{name}: {value}" for name, value in variables.items())
+        instructions = f"{instructions}\nDetails of this call, from whoever placed it: {given}"
+    return replace(context, caller=caller, instructions=instructions.strip())

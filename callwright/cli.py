@@ -195,6 +195,10 @@ def model_server(
 def dial(
     number: str = typer.Argument(..., help="E.164 number to call (must match OUTBOUND_ALLOW)."),
     flow: Path = typer.Option(None, "--flow", help="The flow the agent runs on the call."),
+    var: list[str] = typer.Option(
+        [], "--var", metavar="NAME=VALUE",
+        help="A variable the flow reads as caller.NAME (repeatable): --var day=2026-12-03.",
+    ),
     url: str = typer.Option(None, help="The running server (default: its configured URL)."),
     api_token: str = typer.Option(..., envvar="CALLWRIGHT_API_TOKEN",
                                   help="Bearer token (callwright token create)."),
@@ -202,10 +206,14 @@ def dial(
     """Place an outbound call through a running server."""
     import httpx
 
+    variables = dict(item.partition("=")[::2] for item in var)
+    if not all(variables) or any("=" not in item for item in var):
+        raise typer.BadParameter("expected NAME=VALUE", param_hint="--var")
     base = url or f"http://{_settings().host}:{_settings().port}"
     response = httpx.post(
         f"{base}/api/calls/outbound", headers={"Authorization": f"Bearer {api_token}"},
-        json={"to": number, "flow": flow.stem if flow else None}, timeout=30,
+        json={"to": number, "flow": flow.stem if flow else None, "variables": variables},
+        timeout=30,
     )
     if response.status_code != 201:
         typer.echo(f"Refused: HTTP {response.status_code} {response.json().get('detail')}",

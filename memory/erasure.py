@@ -34,8 +34,9 @@ async def forget(
 ) -> Erasure:
     """Erase what is kept about the caller with this number.
 
-    Always: their memories, their profile and the summaries of their calls. With
-    `transcripts`: also every call from or to the number, with its turns and recording.
+    Always: their memories, their profile, the summaries of their calls and the variables
+    they were dialled with. With `transcripts`: also every call from or to the number,
+    with its turns and recording.
     """
     e164 = to_e164(number, default_region=default_region)
     if e164 is None:
@@ -58,6 +59,10 @@ async def forget(
                 .values(summary=None)
             )
         ).rowcount
+        await session.execute(  # what a dialler passed names them too
+            update(Call).where(Call.id.in_(call_ids), Call.variables.is_not(None))
+            .values(variables=None)
+        )
         turns, recordings = 0, []
         if transcripts and call_ids:
             recordings = list(await session.scalars(

@@ -55,6 +55,8 @@ class Call(Base):
     recording_path: Mapped[str | None] = mapped_column(String(255))
     # The flow this call ran: its name, version (content hash), nodes visited, slots filled.
     flow_name: Mapped[str | None] = mapped_column(String(128))
+    # What the dialler passed with an outbound call; flows read them as `caller.<name>`.
+    variables: Mapped[dict | None] = mapped_column(JSON)
     flow_version: Mapped[str | None] = mapped_column(String(64))
     flow_path: Mapped[list | None] = mapped_column(JSON)
     slots: Mapped[dict | None] = mapped_column(JSON)

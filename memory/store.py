@@ -48,6 +48,7 @@ class CallStore:
         direction: str = "inbound",
         status: str = "ringing",
         flow_name: str | None = None,
+        variables: dict | None = None,
     ) -> int:
         async with self._sessions.begin() as session:
             call = Call(
@@ -60,6 +61,7 @@ class CallStore:
                 direction=direction,
                 status=status,
                 flow_name=flow_name,
+                variables=variables,
             )
             session.add(call)
             await session.flush()
@@ -114,11 +116,11 @@ class CallStore:
 
     async def record_outbound(
         self, *, call_sid: str, account_sid: str, from_number: str, to_number: str,
-        flow_name: str | None,
+        flow_name: str | None, variables: dict | None = None,
     ) -> int:
         """Store a call we placed; its webhook may have been answered already."""
         values = dict(direction="outbound", account_sid=account_sid, from_number=from_number,
-                      to_number=to_number, flow_name=flow_name)
+                      to_number=to_number, flow_name=flow_name, variables=variables or None)
         existing = await self.call_by_sid(call_sid)
         if existing is None:
             try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.processors.frame_processor import FrameProcessor
@@ -22,8 +22,9 @@ class CallHandler(Protocol):
         control: Sequence[FrameProcessor] = (),
         record: bool | None = None,
         answered_by: str | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> None:
         """Run the conversation (the default flow, or `flow`) until it ends; `control`
         processors see the agent's frames once played (transfer, hang-up); `record`
         overrides the recording setting; `answered_by` is the carrier's answering-machine
-        detection result on an outbound call."""
+        detection result on an outbound call, `variables` what its dialler passed."""

@@ -38,8 +38,12 @@ class Dialer:
         self._store = store
         self._recent: deque[float] = deque()
 
-    async def dial(self, to: str, *, flow: str | None = None) -> tuple[int, str]:
-        """Place a call; (call id, call SID). Raises DialRefused (403, 429, 502)."""
+    async def dial(
+        self, to: str, *, flow: str | None = None, variables: dict | None = None
+    ) -> tuple[int, str]:
+        """Place a call; (call id, call SID). Raises DialRefused (403, 429, 502).
+
+        `variables` reach the call's flow as `caller.<name>`."""
         config = self._config
         if not allowed(to, config.allow):
             logger.warning(f"outbound call to {mask_number(to)} refused: not in OUTBOUND_ALLOW")
@@ -65,6 +69,7 @@ class Dialer:
         call_id = await self._store.record_outbound(
             call_sid=call_sid, account_sid=self._account.account_sid,
             from_number=config.from_number, to_number=to, flow_name=flow,
+            variables=variables,
         )
         logger.info(f"call {call_sid}: dialling {mask_number(to)}")
         return call_id, call_sid

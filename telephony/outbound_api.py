@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from memory.store import CallStore
 from telephony.outbound import Dialer, DialRefused
+
+VariableName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+VariableValue = Annotated[str, StringConstraints(max_length=500)] | int | float | bool
+# What memory recall and answering-machine detection set; a dialler cannot fake them.
+RESERVED_VARIABLES = frozenset({"number", "known", "last_summary", "memories", "answered_by"})
 
 
 class OutboundCall(BaseModel):
     to: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164 number")
     flow: str | None = Field(None, max_length=128)
+    variables: dict[VariableName, VariableValue] = Field(
+        default_factory=dict, max_length=32,
+        description="Flows read them as `caller.<name>` (an appointment's day, a name).",
+    )
+
+    @field_validator("variables")
+    @classmethod
+    def _not_reserved(cls, variables: dict) -> dict:
+        if taken := sorted(RESERVED_VARIABLES & variables.keys()):
+            raise ValueError(f"reserved variable names: {', '.join(taken)}")
+        return variables
 
 
 class PlacedCall(BaseModel):
@@ -35,7 +53,8 @@ def create_router(*, store: CallStore, dialer: Dialer) -> APIRouter:
     @router.post("/calls/outbound", response_model=PlacedCall, status_code=201)
     async def place(body: OutboundCall) -> PlacedCall:
         try:
-            call_id, call_sid = await dialer.dial(body.to, flow=body.flow)
+            call_id, call_sid = await dialer.dial(body.to, flow=body.flow,
+                                                   variables=body.variables)
         except DialRefused as exc:
             raise HTTPException(status_code=exc.status, detail=str(exc)) from None
         return PlacedCall(id=call_id, call_sid=call_sid)

@@ -204,7 +204,8 @@ def create_router(
                                     transfer_allow=config.transfer_allow,
                                     answered_by=answered_by)
         call = await store.call_by_sid(call_sid)
-        flow = call.flow_name if call is not None else None  # the flow a dialled call asked for
+        # What a dialled call was placed with: its flow and variables.
+        flow, variables = (call.flow_name, call.variables) if call is not None else (None, None)
         live[call_sid] = control
         lines.connected(call_sid)
         logger.info(f"call {call_sid}: stream {stream_sid} started")
@@ -212,7 +213,8 @@ def create_router(
         try:
             await handler.run_call(transport=transport, call_id=call_id,
                                    sample_rate=TWILIO_SAMPLE_RATE, control=[control],
-                                   flow=flow, answered_by=answered_by)
+                                   flow=flow, answered_by=answered_by,
+                                   variables=variables)
         except Exception:
             logger.exception(f"call {call_sid}: pipeline failed")
             status, reason = "failed", "pipeline-error"

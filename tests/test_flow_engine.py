@@ -332,6 +332,19 @@ async def test_reminder_leaves_a_message_on_a_machine(answered_by, first):
     assert run.path == ["answer", first]
     if first == "voicemail":
         assert "reached voicemail" in turn.text and "Am I speaking" not in turn.text
+        assert "reminding Ada of an appointment on Monday, November 30th." in turn.text
         assert turn.dtmf == "#" and turn.end_call
     else:
         assert "Am I speaking with Ada" in turn.text and not turn.end_call
+
+
+async def test_reminder_reads_well_without_the_dialler_variables():
+    run = FlowRun(flow=load_flow(EXAMPLES / "reminder.yaml"),
+                  caller={"answered_by": "machine_end_beep"})
+    turn = await run.start()
+    assert "reminding you of an appointment. Press 1" in turn.text, turn.text
+    run = FlowRun(flow=load_flow(EXAMPLES / "reminder.yaml"), caller={"day": "2026-12-03"})
+    await run.start()
+    turn = await run.on_text("Yes, speaking.")
+    assert run.path[-1] == "remind"
+    assert turn.text.startswith("You have an appointment on Thursday, December 3rd. Can"), turn.text

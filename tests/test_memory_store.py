@@ -188,7 +188,7 @@ async def test_erasure_leaves_no_row_mentioning_the_caller(db, parts, tmp_path):
             recording.write_bytes(b"RIFF")
             async with db.begin() as conn:
                 await conn.execute(update(Call).where(Call.id == call_id).values(
-                    recording_path=f"recordings/{call_id}.wav"))
+                    recording_path=f"recordings/{call_id}.wav", variables={"name": name}))
             memory.end_call(call_id)
             ids.setdefault(number, []).append(call_id)
     await memory.settle()
@@ -198,7 +198,7 @@ async def test_erasure_leaves_no_row_mentioning_the_caller(db, parts, tmp_path):
     needles = ["4155550177", "Zelda"]
     assert await _rows_mentioning(db, needles, zelda)  # the check can see the caller
 
-    # Without --transcripts: memories, profile and summaries go; the calls stay.
+    # Without --transcripts: memories, profile, summaries and variables go; the calls stay.
     erased = await forget(db, number="(415) 555-0177", data_dir=tmp_path)
     assert (erased.callers, erased.memories, erased.calls) == (1, 4, 0)
     assert erased.summaries == 2

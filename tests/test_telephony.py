@@ -30,10 +30,13 @@ def phone(tmp_path_factory, rest_standin):
     server.stop()
 
 
-async def _dial(server, to: str, token: str | None = None) -> httpx.Response:
+async def _dial(
+    server, to: str, token: str | None = None, variables: dict | None = None
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=server.url) as client:
         return await client.post(
-            "/api/calls/outbound", json={"to": to, "flow": "reminder"},
+            "/api/calls/outbound", json={"to": to, "flow": "reminder",
+                                         "variables": variables or {}},
             headers={"Authorization": f"Bearer {token or server.api_token}"},
         )
 
@@ -74,6 +77,11 @@ async def test_outbound_call_through_the_rest_api(phone, rest_standin):
     before = len(rest_standin.requests)
     refused = await _dial(phone, "+4420700000000")  # not in OUTBOUND_ALLOW
     assert refused.status_code == 403 and len(rest_standin.requests) == before
+    for variables in ({"answered_by": "human"}, {"Bad Name": "x"}, {"name": "x" * 501},
+                      {f"v{i}": i for i in range(33)}, {"day": ["a", "list"]}):
+        bad = await _dial(phone, "+15550100300", variables=variables)
+        assert bad.status_code == 422, (variables, bad.text)
+    assert len(rest_standin.requests) == before
 
     placed = await _dial(phone, "+15550100300")
     assert placed.status_code == 201, placed.text
