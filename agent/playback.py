@@ -54,6 +54,7 @@ class AgentTurn:
     heard_chars: int = 0
     first_audio: float | None = None
     audio_s: float = 0.0
+    tones_s: float = 0.0  # DTMF tones queued after the words
     generated: bool = False
     end_call: bool = False
     listen_timeout_s: float | None = None

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from loguru import logger
+from pipecat.audio.dtmf.utils import load_dtmf_audio
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -339,7 +340,7 @@ class AudioLLMSlot(FrameProcessor):
                 elif isinstance(event, EndOfTurn):
                     turn.end_call = event.end_call
                     turn.listen_timeout_s = event.listen_timeout_s
-                    await self._after_speech(event)
+                    await self._after_speech(turn, event)
                     break
                 last = now
         except asyncio.CancelledError:
@@ -363,17 +364,23 @@ class AudioLLMSlot(FrameProcessor):
         if self._ack_timeout:
             self._ack_timeout.cancel()
         played_s = self._played.speech_s - turn.base_s if self._played else 0.0
-        remaining = turn.pushed_s - played_s + MARK_GRACE_S
+        remaining = turn.pushed_s + turn.tones_s - played_s + MARK_GRACE_S
         if not self._played:  # no played-audio clock: count from the first audio
-            remaining = turn.first_audio + turn.audio_s + MARK_GRACE_S - time.monotonic()
+            audio_s = turn.audio_s + turn.tones_s
+            remaining = turn.first_audio + audio_s + MARK_GRACE_S - time.monotonic()
         self._ack_timeout = asyncio.get_running_loop().call_later(
             max(remaining, 0.1), lambda: self.create_task(self._on_mark(turn.last_mark or ""))
         )
 
-    async def _after_speech(self, end: EndOfTurn) -> None:
-        """Tones and transfers queue behind the turn's audio: they happen once it is heard."""
+    async def _after_speech(self, turn: AgentTurn, end: EndOfTurn) -> None:
+        """Tones and transfers queue behind the turn's audio: they happen once it is heard.
+        A mark after the tones makes them part of the turn: a hang-up waits for them."""
         for key in end.dtmf:
-            await self.push_frame(OutputDTMFFrame(button=KeypadEntry(key)))
+            button = KeypadEntry(key)
+            await self.push_frame(OutputDTMFFrame(button=button))
+            turn.tones_s += len(await load_dtmf_audio(button, sample_rate=8000)) / 2 / 8000
+        if end.dtmf and turn.first_audio is not None:
+            await self._push_mark(turn, len(turn.planned_text))
         if end.transfer_to:
             await self.push_frame(TransferCallFrame(to=end.transfer_to))
 
@@ -427,8 +434,12 @@ class AudioLLMSlot(FrameProcessor):
         await self.push_frame(
             TTSAudioRawFrame(audio=audio, sample_rate=piece.sample_rate, num_channels=1)
         )
+        await self._push_mark(turn, piece.text_end)
+
+    async def _push_mark(self, turn: AgentTurn, text_end: int) -> None:
+        """A mark that reports `text_end` characters heard once what went before it played."""
         name = f"a{next(self._mark_ids)}"
-        turn.marks[name] = piece.text_end
+        turn.marks[name] = text_end
         turn.last_mark = name
         await self.push_frame(PlaybackMarkFrame(message=name))
 

@@ -292,6 +292,7 @@ class StreamSession:
         self._chunk = 0
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._playout_end = 0.0  # when the agent audio queued so far finishes playing
+        self._audible_end = 0.0  # the same, for its last audible (non-zero) part
         self._pending_marks: list[tuple[float, str]] = []
         self._last_agent_audio = 0.0
         self._speech_times: list[float] = []
@@ -299,9 +300,10 @@ class StreamSession:
         self._tasks: list[asyncio.Task] = []
 
     @property
-    def playout_end(self) -> float:
-        """When the agent audio received so far finishes playing (monotonic)."""
-        return self._playout_end
+    def audible_end(self) -> float:
+        """When the last audible agent audio received so far finishes playing (monotonic);
+        the digital silence a stream may end with does not count."""
+        return self._audible_end
 
     def seq(self) -> str:
         self._seq += 1
@@ -438,6 +440,8 @@ class StreamSession:
                 self.result.max_gap_ms = max(self.result.max_gap_ms, underrun * 1000)
             start = max(now, self._playout_end)
             self._playout_end = start + len(payload) / RATE
+            if audible:
+                self._audible_end = self._playout_end
             self._played.append((start, np.frombuffer(pcm, dtype=np.int16).astype(np.float32)))
             if rms(pcm) > SPEECH_RMS:
                 self._speech_times.append(now)
@@ -452,6 +456,7 @@ class StreamSession:
             self.result.clears += 1
             self.result.clear_times.append(now)
             self._playout_end = now
+            self._audible_end = min(self._audible_end, now)
             self._played = [(s, a[: max(0, int((now - s) * RATE))]) for s, a in self._played]
             self._pending_marks.clear()
 
