@@ -105,12 +105,14 @@ class TurnRequest:
 
     With `tool_results` and no audio, the model continues its own turn after tools ran.
     With `dtmf`, the caller's turn was keys pressed, not speech; with `silence`, the
-    caller said nothing for the listen timeout of the agent's last turn.
+    caller said nothing for the listen timeout of the agent's last turn; with
+    `answered_by`, answering-machine detection found a machine mid-call.
     """
 
     audio: bytes | None
     dtmf: str = ""
     silence: bool = False
+    answered_by: str = ""
     history: tuple[ContextTurn, ...] = ()
     instructions: str = ""
     tools: tuple[dict, ...] = field(default_factory=tuple)

@@ -22,7 +22,7 @@ from agent.backend import (
 )
 from agent.context import call_context
 from agent.model_host import ModelHost
-from agent.policy import ReplyPolicy
+from agent.policy import Reply, ReplyPolicy
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -79,15 +79,13 @@ class CascadeSession(AudioLLMSession):
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         self._cancelled = False
-        if request.dtmf or request.silence:
+        if request.dtmf or request.silence or request.answered_by:
             if request.dtmf:
                 yield CallerText(text=f"(keypad) {request.dtmf}")
-            # Both optional on a ReplyPolicy.
-            answer = getattr(self._policy, "dtmf" if request.dtmf else "silence", None)
-            if answer is None:
+            reply = await self._policy_event(request)
+            if reply is None:
                 yield EndOfTurn()
                 return
-            reply = await (answer(request.dtmf) if request.dtmf else answer())
         elif request.audio is None:
             reply = await self._policy.opening()
         else:
@@ -121,6 +119,17 @@ class CascadeSession(AudioLLMSession):
             end_call=reply.end_call, transfer_to=reply.transfer_to, dtmf=reply.dtmf,
             listen_timeout_s=reply.listen_timeout_s,
         )
+
+    async def _policy_event(self, request: TurnRequest) -> Reply | None:
+        """The policy's answer to keys, silence or a machine; each optional on a policy."""
+        if request.dtmf:
+            name, args = "dtmf", (request.dtmf,)
+        elif request.silence:
+            name, args = "silence", ()
+        else:
+            name, args = "answered_by", (request.answered_by,)
+        answer = getattr(self._policy, name, None)
+        return None if answer is None else await answer(*args)
 
     async def cancel(self) -> None:
         self._cancelled = True

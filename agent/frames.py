@@ -77,6 +77,17 @@ class TransferCallFrame(DataFrame):
 class AnsweredByFrame(SystemFrame):
     """Who answered an outbound call, from the carrier's answering-machine detection:
     "human", "machine_start", "machine_end_beep", "machine_end_silence",
-    "machine_end_other", "fax" or "unknown". Sent upstream; flows branch on it."""
+    "machine_end_other", "fax" or "unknown". Sent upstream when detection finishes
+    mid-call (Twilio's `AsyncAmd`); a machine moves the call's flow to its voicemail branch
+    (a result known when the call connects is in the call context instead)."""
 
     answered_by: str = ""
+
+    @property
+    def machine(self) -> bool:
+        return is_machine(self.answered_by)
+
+
+def is_machine(answered_by: str) -> bool:
+    """Whether an answering-machine detection result means nobody is listening live."""
+    return answered_by.startswith("machine") or answered_by == "fax"

@@ -29,8 +29,10 @@ class ReplyPolicy(Protocol):
     async def reply(self, caller_text: str) -> Reply: ...
 
     # Optional: `async def dtmf(self, digits: str) -> Reply`, the answer to keys the caller
-    # pressed (a turn of digits, gathered by pipecat's DTMFAggregator), and
-    # `async def silence(self) -> Reply`, when the caller let `listen_timeout_s` pass.
+    # pressed (a turn of digits, gathered by pipecat's DTMFAggregator);
+    # `async def silence(self) -> Reply`, when the caller let `listen_timeout_s` pass; and
+    # `async def answered_by(self, result: str) -> Reply`, when answering-machine
+    # detection found a machine mid-call.
 
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that'?s all|hang up|no,? thanks?( you)?)\b", re.I)

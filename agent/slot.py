@@ -61,6 +61,7 @@ from agent.frames import (
     AgentPauseFrame,
     AgentResumeFrame,
     AgentTurnFrame,
+    AnsweredByFrame,
     CallerTurnFrame,
     InterruptibilityFrame,
     PlaybackMarkedFrame,
@@ -201,6 +202,14 @@ class AudioLLMSlot(FrameProcessor):
         elif isinstance(frame, PlaybackMarkedFrame):
             await self._on_mark(frame.mark)
             return
+        elif isinstance(frame, AnsweredByFrame) and frame.machine:
+            # Detection finished at the beep: what is playing goes to a recorder. Clear the
+            # line and let the policy (a flow's voicemail branch) say what to leave.
+            await self.push_frame(frame, direction)
+            await self._stop_turn(interrupted=True)
+            await self.push_frame(InterruptionFrame())
+            self._start_turn(None, answered_by=frame.answered_by)
+            return
         elif isinstance(frame, TranscriptionFrame) and frame.text.startswith(DTMF_PREFIX):
             # Keys gathered by pipecat's DTMFAggregator: a caller turn of digits ("#" ends it).
             digits = frame.text.removeprefix(DTMF_PREFIX).removesuffix("#")
@@ -236,14 +245,17 @@ class AudioLLMSlot(FrameProcessor):
                                        finalized=True)
             await self.push_frame(frame, FrameDirection.UPSTREAM)
 
-    def _start_turn(self, audio: bytes | None, *, dtmf: str = "", silence: bool = False) -> None:
+    def _start_turn(
+        self, audio: bytes | None, *, dtmf: str = "", silence: bool = False, answered_by: str = ""
+    ) -> None:
         self._cancel_silence_timer()
         if audio is None:
             self._continuation = None
         if self._task and not self._task.done():
             self._task.cancel()
         request = TurnRequest(
-            audio=audio, dtmf=dtmf, silence=silence, history=tuple(self._history),
+            audio=audio, dtmf=dtmf, silence=silence, answered_by=answered_by,
+            history=tuple(self._history),
             instructions=self._instructions,
         )
         caller_span = (self._speech_start_ms, self._ms(self._speech_end or time.monotonic()))

@@ -128,6 +128,10 @@ class FlowRun:
     async def on_silence(self) -> FlowTurn:
         return await self._event(self._caller_silent, "silence")
 
+    async def on_answered_by(self, result: str) -> FlowTurn:
+        """Answering-machine detection finished mid-call (Twilio's AsyncAmd)."""
+        return await self._event(lambda out: self._answered(result, out), "answered_by")
+
     async def on_tool_call(self, name: str, arguments: Mapping) -> FlowTurn:
         return await self._event(lambda out: self._tool_called(name, arguments, out), "tool")
 
@@ -288,6 +292,17 @@ class FlowRun:
     def _functions(self) -> list[Function]:
         eligible = [*self.node.functions, *self.spec.global_functions]
         return [f for f in eligible if self._true(f.when)]
+
+    async def _answered(self, result: str, out: FlowTurn) -> None:
+        """The initial node's conditions are taken again with `caller.answered_by` set: a
+        branch they now choose that the call has not been down (voicemail) is followed."""
+        self.caller["answered_by"] = result
+        for condition in self.spec.nodes[self.spec.initial_node].conditions:
+            if self._true(condition.when):
+                target = self._target(condition.transition_to)
+                if target and target not in self.path:
+                    await self._transition(condition, out)
+                return
 
     async def _caller_said(self, text: str, out: FlowTurn) -> None:
         text = text.strip()

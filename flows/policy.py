@@ -17,8 +17,8 @@ def reply_of(turn: FlowTurn) -> Reply:
 class FlowPolicy:
     """Deterministic understanding (patterns, embeddings, slot parsers) driving a FlowRun.
 
-    Besides `opening()`/`reply()`, it answers DTMF and silence, which the slot can
-    hand to a policy once it forwards them (see README, Flows).
+    Besides `opening()`/`reply()`, it answers DTMF, silence and a mid-call
+    answering-machine result (see README, Flows).
     """
 
     def __init__(self, *, run: FlowRun):
@@ -35,3 +35,6 @@ class FlowPolicy:
 
     async def silence(self) -> Reply:
         return reply_of(await self.run.on_silence())
+
+    async def answered_by(self, result: str) -> Reply:
+        return reply_of(await self.run.on_answered_by(result))

@@ -34,7 +34,7 @@ from agent.backend import (
     TurnRequest,
 )
 from flows import slots, templates
-from flows.engine import FILL_SLOTS, FlowRun
+from flows.engine import FILL_SLOTS, FlowRun, FlowTurn
 
 MAX_FOLLOW_UPS = 4  # tool round trips in one turn before the turn is closed
 
@@ -97,9 +97,18 @@ class FlowSession(AudioLLMSession):
         self.sessions_opened = 1
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
-        say = ""
-        if request.audio is None and not self.run.path:
-            say = (await self.run.start()).text
+        # The opening, keys, silence and a machine go to the flow; the model says its words,
+        # or speaks from the node's instructions where the flow moved without any.
+        visited = len(self.run.path)
+        flow_turn = await self._flow_event(request)
+        stayed = len(self.run.path) == visited
+        if flow_turn is not None and not flow_turn.text and (stayed or flow_turn.end_call):
+            yield EndOfTurn(end_call=flow_turn.end_call, transfer_to=flow_turn.transfer_to,
+                            dtmf=flow_turn.dtmf)
+            return
+        say = flow_turn.text if flow_turn is not None else ""
+        dtmf = flow_turn.dtmf if flow_turn is not None else ""
+        transfer_to = flow_turn.transfer_to if flow_turn is not None else None
         history = list(request.history)
         request = TurnRequest(
             audio=request.audio, history=request.history,
@@ -122,6 +131,8 @@ class FlowSession(AudioLLMSession):
                     results.append(ToolResult(call_id=event.call_id, name=event.name,
                                               result=result))
                     end_call = end_call or turn.end_call
+                    dtmf += turn.dtmf
+                    transfer_to = transfer_to or turn.transfer_to
                     moved = self.run.node_name != self._seeded_node
                     if moved and not self._live and reseed is None:
                         reseed = asyncio.create_task(self._backend.open_session())
@@ -146,7 +157,18 @@ class FlowSession(AudioLLMSession):
             )
         else:
             logger.warning(f"flow {self.run.spec.name}: too many tool calls in one turn")
-        yield EndOfTurn(end_call=end_call or self.run.ended)
+        yield EndOfTurn(end_call=end_call or self.run.ended, transfer_to=transfer_to, dtmf=dtmf)
+
+    async def _flow_event(self, request: TurnRequest) -> FlowTurn | None:
+        if request.dtmf:
+            return await self.run.on_dtmf(request.dtmf)
+        if request.silence:
+            return await self.run.on_silence()
+        if request.answered_by:
+            return await self.run.on_answered_by(request.answered_by)
+        if request.audio is None and not self.run.path and not request.tool_results:
+            return await self.run.start()
+        return None
 
     async def _reseed(self, session: AudioLLMSession) -> None:
         old, self._session = self._session, session

@@ -295,6 +295,7 @@ class StreamSession:
         self._audible_end = 0.0  # the same, for its last audible (non-zero) part
         self._pending_marks: list[tuple[float, str]] = []
         self._last_agent_audio = 0.0
+        self._cleared = False
         self._speech_times: list[float] = []
         self.closed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -445,7 +446,9 @@ class StreamSession:
             self._played.append((start, np.frombuffer(pcm, dtype=np.int16).astype(np.float32)))
             if rms(pcm) > SPEECH_RMS:
                 self._speech_times.append(now)
-                if now - self._last_agent_audio > 0.6 or not self.result.utterances:
+                quiet_s = now - self._last_agent_audio
+                if quiet_s > 0.6 or self._cleared or not self.result.utterances:
+                    self._cleared = False
                     self.result.utterances.append(AgentUtterance(started=now))
                 self._last_agent_audio = now
             if self.result.utterances:
@@ -455,6 +458,7 @@ class StreamSession:
         else:  # clear: drop the unplayed audio; its marks are never echoed
             self.result.clears += 1
             self.result.clear_times.append(now)
+            self._cleared = True  # what plays next is a new utterance
             self._playout_end = now
             self._audible_end = min(self._audible_end, now)
             self._played = [(s, a[: max(0, int((now - s) * RATE))]) for s, a in self._played]

@@ -12,6 +12,7 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from agent.frames import is_machine
 from memory.models import Call
 from memory.store import CallStore
 from telephony import tokens
@@ -79,7 +80,7 @@ def create_router(
             logger.warning(f"call {call_sid}: all {lines.max_calls} lines busy"
                            f"{' (draining)' if lines.draining else ''}; refusing politely")
             return _twiml(_busy())
-        if answered_by and _is_machine(answered_by) and config.voicemail_action == "hangup":
+        if answered_by and is_machine(answered_by) and config.voicemail_action == "hangup":
             lines.connected(call_sid)  # no stream will come
             logger.info(f"call {call_sid}: answered by {answered_by}; hanging up")
             await _store_finish(store, call_sid, existing, params, "voicemail")
@@ -141,7 +142,7 @@ def create_router(
         if call is not None:
             await store.update_call(call.id, answered_by=answered_by[:32])
         if control := live.get(call_sid):
-            hang_up_now = _is_machine(answered_by) and config.voicemail_action == "hangup"
+            hang_up_now = is_machine(answered_by) and config.voicemail_action == "hangup"
             await control.answered(answered_by, end_call=hang_up_now)
         logger.info(f"call {call_sid}: answered by {answered_by}")
         return Response(status_code=204)
@@ -201,8 +202,7 @@ def create_router(
 
         answered_by = str(params.get("answeredBy") or "") or None
         control = TwilioCallControl(account=config.account, call_sid=call_sid,
-                                    transfer_allow=config.transfer_allow,
-                                    answered_by=answered_by)
+                                    transfer_allow=config.transfer_allow)
         call = await store.call_by_sid(call_sid)
         # What a dialled call was placed with: its flow and variables.
         flow, variables = (call.flow_name, call.variables) if call is not None else (None, None)
@@ -237,10 +237,6 @@ def create_router(
         logger.info(f"call {call_sid}: ended ({reason})")
 
     return router
-
-
-def _is_machine(answered_by: str) -> bool:
-    return answered_by.startswith("machine") or answered_by == "fax"
 
 
 def _twiml(response: VoiceResponse) -> Response:

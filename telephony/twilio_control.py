@@ -1,6 +1,7 @@
 """Carries out the agent's call-control frames on a Twilio call, once what precedes them
 has played: cold transfer (`TransferCallFrame`); and tells the pipeline who answered
-(`AnsweredByFrame`, upstream) when Twilio's answering-machine detection reports it.
+(`AnsweredByFrame`, upstream) when Twilio's answering-machine detection reports it
+mid-call (a result known at connect time reaches the call context instead).
 
 Hanging up needs nothing here (`EndTaskFrame` ends the pipeline; the stream handler
 then completes the call). Sending digits needs nothing either: pipecat's output
@@ -12,7 +13,7 @@ would end the stream.
 from __future__ import annotations
 
 from loguru import logger
-from pipecat.frames.frames import EndTaskFrame, Frame, StartFrame
+from pipecat.frames.frames import EndTaskFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from agent.frames import AnsweredByFrame, TransferCallFrame
@@ -27,14 +28,12 @@ class TwilioCallControl(FrameProcessor):
         account: TwilioAccount,
         call_sid: str,
         transfer_allow: tuple[str, ...],
-        answered_by: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._account = account
         self._call_sid = call_sid
         self._allow = transfer_allow
-        self._answered_by = answered_by
         self.transferred_to: str | None = None
         self.left_machine = False  # hung up because a machine answered
 
@@ -47,11 +46,6 @@ class TwilioCallControl(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, StartFrame) and self._answered_by:
-            await self.push_frame(frame, direction)
-            await self.push_frame(AnsweredByFrame(answered_by=self._answered_by),
-                                  FrameDirection.UPSTREAM)
-            return
         if isinstance(frame, TransferCallFrame):
             await self._transfer(frame.to)
             return

@@ -275,6 +275,31 @@ async def test_audio_llm_is_steered_by_node_instructions_and_tools(live):
     assert "You're booked, Alice" in backend.requests[-1].tool_results[0].result["say"]
 
 
+async def test_audio_llm_flow_takes_keys_and_a_machine_through_the_flow():
+    """Keys and a mid-call machine result move the flow, not the model; the model then says
+    the node's words, and the flow's tones and hang-up end the turn."""
+    backend = ScriptedBackend([_say("Hello, is this Ada?"), _say("We've reached voicemail.")],
+                              live=True)
+    run = FlowRun(flow=load_flow(EXAMPLES / "reminder.yaml"), caller={"name": "Ada"})
+    session = FlowSession(backend=backend, session=await backend.open_session(), run=run)
+    await _drain(session, TurnRequest(audio=None))
+    events = await _drain(session, TurnRequest(audio=None, answered_by="human"))
+    assert len(backend.requests) == 1 and isinstance(events[-1], EndOfTurn)
+    assert not events[-1].end_call
+    events = await _drain(session, TurnRequest(audio=None, answered_by="machine_end_beep"))
+    assert "reminding Ada of an appointment" in backend.requests[-1].instructions
+    assert events[-1] == EndOfTurn(end_call=True, dtmf="#")
+
+    backend = ScriptedBackend([_say("Hello, is this Ada?"), _say("You have an appointment.")],
+                              live=True)
+    run = FlowRun(flow=load_flow(EXAMPLES / "reminder.yaml"), caller={"day": "2026-12-03"})
+    session = FlowSession(backend=backend, session=await backend.open_session(), run=run)
+    await _drain(session, TurnRequest(audio=None))
+    await _drain(session, TurnRequest(audio=None, dtmf="1"))  # check_person: no keys there
+    assert run.path == ["answer", "check_person"] and len(backend.requests) == 2
+    assert "didn't catch that" in backend.requests[-1].instructions
+
+
 async def test_audio_llm_bad_tool_arguments_are_reported_back():
     backend = ScriptedBackend([
         _say("Hi"),
@@ -336,6 +361,19 @@ async def test_reminder_leaves_a_message_on_a_machine(answered_by, first):
         assert turn.dtmf == "#" and turn.end_call
     else:
         assert "Am I speaking with Ada" in turn.text and not turn.end_call
+
+
+async def test_a_machine_found_mid_call_takes_the_voicemail_branch():
+    """Twilio's AsyncAmd reports after the opening began: the flow leaves the person's path
+    for its voicemail node; a person (or a second report) changes nothing."""
+    run = FlowRun(flow=load_flow(EXAMPLES / "reminder.yaml"), caller={"name": "Ada"})
+    assert "Am I speaking with Ada" in (await run.start()).text
+    unchanged = await run.on_answered_by("human")
+    assert unchanged.text == "" and run.path == ["answer", "check_person"]
+    turn = await run.on_answered_by("machine_end_beep")
+    assert run.path == ["answer", "check_person", "voicemail"]
+    assert "reminding Ada of an appointment" in turn.text and turn.dtmf == "#" and turn.end_call
+    assert run.caller["answered_by"] == "machine_end_beep"
 
 
 async def test_reminder_reads_well_without_the_dialler_variables():

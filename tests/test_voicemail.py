@@ -127,3 +127,35 @@ async def test_flow_leaves_a_message_on_a_machine(tmp_path, rest_standin):
     assert call["answered_by"] == "machine_end_beep" and call["end_reason"] == "agent-hangup"
     assert call["variables"] == {"name": "Ada", "day": "2026-12-03"}
     assert _updates(rest_standin, call_sid) == [{"Status": "completed"}]
+
+
+async def test_machine_found_mid_call_hears_the_flow_s_message(tmp_path, rest_standin):
+    """ASYNC_AMD with VOICEMAIL_ACTION=speak: the agent greets at once; when the signed
+    AnsweredBy callback reports a machine (at the beep), the greeting is cleared from the
+    line and the flow's voicemail node leaves its message, presses # and hangs up."""
+    server = _server(tmp_path, rest_standin, ASYNC_AMD=1)
+    try:
+        call_sid = await _dial(server, flow="reminder", variables={"name": "Ada"})
+        twilio = _answered(server, call_sid)  # no AnsweredBy yet
+        ws, session, result = await _open(twilio)
+        await session.wait_speech_after(0, 20)  # "Hello, this is Bright Smile Dental …"
+        amd = {"AccountSid": ACCOUNT_SID, "CallSid": call_sid,
+               "AnsweredBy": "machine_end_beep", "MachineDetectionDuration": "3120"}
+        assert (await twilio.post_signed("/twilio/amd", amd)).status_code == 204
+        await asyncio.wait_for(session.closed.wait(), 30)  # the agent hangs up
+        await session.stop()
+        call = await _ended(server, call_sid)
+    finally:
+        server.stop()
+    assert result.errors == [] and result.clears >= 1  # the greeting was cut off
+    cleared = result.clear_times[0]
+    message = b"".join(bytes(u.pcm) for u in result.utterances if u.started > cleared)
+    tones = dtmf.decode(message)
+    assert [key for key, _, _ in tones] == ["#"], tones
+    said = transcribe_8k(message[: int(tones[0][1] * 8000) * 2])
+    expected = ("We've reached voicemail. This is Bright Smile Dental reminding Ada of an"
+                " appointment. Press one after the tone to confirm, or call us back.")
+    assert wer(expected, said) < 0.3, said
+    assert call["flow_path"] == ["answer", "check_person", "voicemail"]
+    assert call["answered_by"] == "machine_end_beep" and call["end_reason"] == "agent-hangup"
+    assert _updates(rest_standin, call_sid) == [{"Status": "completed"}]
