@@ -34,12 +34,18 @@ class CallerStore:
 
     async def recognise(self, call_id: int) -> tuple[int, str] | None:
         """Link a call to its caller, made on first contact: (caller id, E.164 number).
+        On a call we placed, the caller is the party we dialled.
 
         None when the call has no usable number (withheld, a browser).
         """
         async with self._sessions.begin() as session:
-            raw = await session.scalar(select(Call.from_number).where(Call.id == call_id))
-            number = self.normalise(raw)
+            row = (await session.execute(
+                select(Call.direction, Call.from_number, Call.to_number).where(Call.id == call_id)
+            )).one_or_none()
+            if row is None:
+                return None
+            direction, from_number, to_number = row
+            number = self.normalise(to_number if direction == "outbound" else from_number)
             if number is None:
                 return None
             now = utcnow()

@@ -122,6 +122,26 @@ async def test_second_call_sees_first_calls_summary(db, parts):
     assert "Last call: The caller said" in context.instructions
 
 
+async def test_a_call_we_place_remembers_the_party_dialled(db, parts):
+    """Outbound calls all come from our number: each is the dialled party's, so what one
+    customer said never reaches another, and their own call back finds it."""
+    calls, _, memory = parts
+    ours = "+15550100200"
+    for i, (to, name) in enumerate((("+14155550131", "Ada"), ("+14155550132", "Bob"))):
+        call_id = await calls.record_outbound(call_sid=f"CA-out-{i}", account_sid="AC1",
+                                              from_number=ours, to_number=to, flow_name=None)
+        context = await memory.begin_call(call_id)
+        assert context.caller["number"] == to and not context.caller["known"]
+        context.remember(kind="fact", text=f"The caller's name is {name}.",
+                         value={"name": name})
+        memory.end_call(call_id)
+        await memory.settle()
+    back = await _new_call(calls, "+1 415 555 0131", "CA-back")  # Ada calls us back
+    context = await memory.begin_call(back)
+    assert context.caller["known"] and context.caller["name"] == "Ada"
+    assert "Bob" not in context.instructions
+
+
 async def test_fifty_concurrent_calls_keep_every_turn_and_memory_in_order(db, parts):
     calls, turns, memory = parts
     per_call = 12
