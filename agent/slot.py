@@ -605,6 +605,10 @@ class AudioLLMSlot(FrameProcessor):
 
     async def cleanup(self) -> None:
         await super().cleanup()
+        if self._task and not self._task.done():
+            # A call dropped while starting is cancelled before its CancelFrame reaches
+            # this processor: its opening would otherwise go on taking model time.
+            await self.cancel_task(self._task)
         self._cancel_silence_timer()
         if self._ack_timeout:
             self._ack_timeout.cancel()

@@ -103,3 +103,20 @@ async def test_oversized_frame_closes_the_call_cleanly(server):
         await asyncio.sleep(0.2)
     assert stored["end_reason"] == "stream-dropped"
     assert stored["turns"][0]["speaker"] == "agent"  # the greeting was kept
+
+
+async def test_a_call_dropped_while_starting_leaves_nothing_running(server):
+    """Callers who hang up at once (or a flood of broken streams): their pipelines are
+    cancelled before the CancelFrame reaches the slot, whose opening turn must not go on
+    asking the models for a greeting nobody will hear."""
+    logged = len(server.log())
+    for pause_s in (0.0, 0.02, 0.05):
+        twilio = caller(server)
+        ws, session, _ = await _open(twilio)
+        await asyncio.sleep(pause_s)
+        await session.stop()
+        await ws.close()
+    await asyncio.sleep(2)
+    log = server.log()[logged:]
+    assert log.count("peer disconnected") == 3, log[-2000:]
+    assert "dangling tasks" not in log, log[-2000:]
