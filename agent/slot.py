@@ -255,8 +255,7 @@ class AudioLLMSlot(FrameProcessor):
             self._task.cancel()
         request = TurnRequest(
             audio=audio, dtmf=dtmf, silence=silence, answered_by=answered_by,
-            history=tuple(self._history),
-            instructions=self._instructions,
+            history=tuple(self._history), instructions=self._instructions,
         )
         caller_span = (self._speech_start_ms, self._ms(self._speech_end or time.monotonic()))
         labelling = None

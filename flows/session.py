@@ -106,9 +106,8 @@ class FlowSession(AudioLLMSession):
             yield EndOfTurn(end_call=flow_turn.end_call, transfer_to=flow_turn.transfer_to,
                             dtmf=flow_turn.dtmf)
             return
-        say = flow_turn.text if flow_turn is not None else ""
-        dtmf = flow_turn.dtmf if flow_turn is not None else ""
-        transfer_to = flow_turn.transfer_to if flow_turn is not None else None
+        given = flow_turn or FlowTurn()
+        say, dtmf, transfer_to = given.text, given.dtmf, given.transfer_to
         history = list(request.history)
         request = TurnRequest(
             audio=request.audio, history=request.history,
