@@ -2,8 +2,9 @@
 
 `FakeSpeechModel.generate` behaves like Fun-Audio-Chat's: the streamer first gets the
 prompt (2-D), then per step a 1-D text token and a (1, 5) group of speech codes; it
-consults the stopping criteria after every step. `FakeVocoder` returns 960 samples
-(40 ms at 24 kHz) per new code, as CosyVoice3 does at 25 codes a second.
+consults the stopping criteria after every step. `Token2Wav` is CosyVoice3's `token2wav`
+in arithmetic: what it renders and holds back per call, so the window is tested against
+what the real one does (960 samples, 40 ms at 24 kHz, per code).
 """
 
 from __future__ import annotations
@@ -65,27 +66,46 @@ class FakeSpeechModel:
         streamer.end()
 
 
-class FakeVocoder:
+class Token2Wav:
+    """`CosyVoice3Model.token2wav` (CosyVoice 2db78e7, cosyvoice/cli/model.py) with codes as mel.
+
+    Flow (`CausalMaskedDiffWithDiT.inference`): 2 mel frames per code, for all codes but
+    the last `pre_lookahead_len` (3) unless finalising; then `mel[token_offset * 2:]`.
+    HiFT: the new mel joins the per-uuid cache and the whole cache is re-synthesised
+    (480 samples a frame); not finalising, `CausalHiFTGenerator.inference` holds back 8
+    frames (3 for the f0 predictor's right context, 4 for `conv_pre_look_right`, 1 cut
+    after the iSTFT); the output is what lies past the cache's `speech_offset`. Each
+    sample carries its code's value, so repeats and gaps show.
+    """
+
     sample_rate = 24_000
+    HELD_FRAMES = 8
 
     def __init__(self) -> None:
+        self.mel: list[int] | None = None  # hift_cache_dict[uuid]["mel"]
+        self.speech_offset = 0
+        self.calls: list[tuple[int, int, bool]] = []  # (len(codes), offset, finalize)
         self.resets = 0
-        self.done = 0  # codes turned into audio in the current window
 
     def push(self, codes: list[int], offset: int, finalize: bool) -> np.ndarray:
-        assert offset == self.done, "the window must not skip or repeat codes"
-        end = len(codes) if finalize else offset + 15
-        self.done = end
-        return np.full(960 * (end - offset), 0.25, dtype=np.float32)
+        self.calls.append((len(codes), offset, finalize))
+        rendered = codes if finalize else codes[:-3]
+        mel = [c for c in rendered for _ in range(2)][offset * 2:]
+        self.mel = (self.mel or []) + mel
+        frames = len(self.mel) if finalize else max(len(self.mel) - self.HELD_FRAMES, 0)
+        speech = np.repeat(np.asarray(self.mel[:frames], dtype=np.float32), 480)
+        speech = speech[self.speech_offset:]
+        self.speech_offset += len(speech)
+        return speech / 8192  # keeps the samples within [-1, 1] for the PCM conversion
 
     def reset(self) -> None:
         self.resets += 1
-        self.done = 0
+        self.mel, self.speech_offset = None, 0
 
 
 async def run(model: FakeSpeechModel, *, cancel_after: int | None = None, vocoder=None):
     cancel = CancelCriterion()
-    vocoder = vocoder or FakeVocoder()
+    vocoder = vocoder or Token2Wav()
     result = SpeechTurnResult()
     thread = GenerationThread(lambda emit: model.generate(TokenStreamer(emit), cancel))
     events = []
@@ -141,15 +161,52 @@ async def test_tool_calls_are_held_back_from_speech_and_reported():
     assert result.text == "Sure."
 
 
-def test_code_window_hop_lookahead_and_reset():
-    vocoder = FakeVocoder()
-    window = CodeWindow(vocoder, window_reset=30)
+def vocode(codes: list[int], vocoder: Token2Wav, **window_args) -> np.ndarray:
+    """Codes in groups of five, as the speech head emits them, then the end."""
+    window = CodeWindow(vocoder, **window_args)
+    audio = [a for i in range(0, len(codes), 5) for a in window.push(codes[i:i + 5])]
+    audio.append(window.finish())
+    return np.concatenate([a for a in audio if a is not None]) * 8192
+
+
+def test_code_window_hands_token2wav_exactly_one_hop_plus_lookahead():
+    vocoder = Token2Wav()
+    window = CodeWindow(vocoder)
     assert window.push(list(range(17))) == []  # 15 + 3 look-ahead not there yet
-    assert [len(a) for a in window.push([1])] == [15 * 960]
-    assert [len(a) for a in window.push([1] * 15)] == [15 * 960]  # offset 30: window reset
-    assert vocoder.resets == 1
-    assert len(window.finish()) == 3 * 960
-    assert window.finish() is None
+    assert [len(a) for a in window.push([17, 18, 19, 20, 21])] == [15 * 960 - 8 * 480]
+    # token2wav renders from the offset to the end less the look-ahead: given the 22 codes
+    # it had, it would have rendered 19 codes, 4 of them again in the next call.
+    assert vocoder.calls == [(18, 0, False)]
+    window.push(list(range(22, 40)))
+    assert vocoder.calls == [(18, 0, False), (33, 15, False)]
+    assert len(window.finish()) == (40 - 30) * 960 + 8 * 480
+    assert vocoder.calls[-1] == (40, 30, True) and window.finish() is None
+
+
+@pytest.mark.parametrize("n", [1, 3, 17, 18, 19, 33, 60, 150, 450])
+def test_vocoded_audio_is_every_code_once_40_ms_each(n):
+    codes = list(range(1, n + 1))  # each sample carries its code: repeats and gaps show
+    audio = vocode(codes, Token2Wav())
+    assert len(audio) == n * 960  # 150 codes: 6.0 s, not 168 codes' worth
+    assert np.array_equal(audio, np.repeat(np.asarray(codes, dtype=np.float32), 960))
+
+
+def test_window_cuts_keep_left_context_and_the_hift_cache():
+    vocoder = Token2Wav()
+    vocode(list(range(1, 451)), vocoder)  # cuts at 200 and 400 codes
+    assert vocoder.resets == 1  # only finish() dropped the HiFT cache
+    offsets = [offset for _, offset, _ in vocoder.calls]
+    assert offsets[13:15] == [195, 10]  # cut by 200, not at the offset: 10 codes of context
+
+
+def test_past_24_s_the_hift_reset_skips_only_what_hift_held_back():
+    codes = list(range(1, 701))
+    vocoder = Token2Wav()
+    audio = vocode(codes, vocoder)
+    assert vocoder.resets == 2  # at the third cut (600 codes vocoded), as upstream; and the end
+    # Upstream drops the cache with 8 mel frames (4 codes, 160 ms) still held back in it.
+    kept = codes[:596] + codes[600:]  # the third cut came at 600 codes
+    assert np.array_equal(audio, np.repeat(np.asarray(kept, dtype=np.float32), 960))
 
 
 def test_text_decoder_waits_for_whole_characters_and_words():
