@@ -262,3 +262,95 @@ async def test_qwen_omni_caps_input_and_cancels_within_a_step(tiny_omni):
     assert [e async for e in turn] == []
     await session.close()
     assert await backend.open_session()  # closing freed the model for the next call
+
+
+class StubCosyVoice3:
+    """`cosyvoice.cli.cosyvoice.CosyVoice3` with upstream's signatures and no weights.
+
+    The constructor's parameters are those at CosyVoice 2db78e7 (cli/cosyvoice.py:191);
+    `model.token2wav` has `CosyVoice3Model.token2wav`'s (cli/model.py:405), keeps its
+    HiFT cache in `hift_cache_dict[uuid]` as it does, and renders like `Token2Wav`.
+    """
+
+    def __init__(self, model_dir, load_trt=False, load_vllm=False, fp16=False,
+                 trt_concurrent=1):
+        self.model = StubCosyVoice3Model()
+
+
+class StubCosyVoice3Model:
+    def __init__(self) -> None:
+        estimator = type("DiT", (), {"static_chunk_size": 50})()  # cosyvoice3.yaml: 25 x 2
+        self.flow = type("Flow", (), {"decoder": type("CFM", (), {"estimator": estimator})()})()
+        self.hift_cache_dict: dict = {}
+        self.calls: list[dict] = []
+        self._renders: dict[str, Token2Wav] = {}
+
+    def token2wav(self, token, prompt_token, prompt_feat, embedding, token_offset, uuid,
+                  stream=False, finalize=False, speed=1.0):
+        self.calls.append(dict(stream=stream, speed=speed, prompt_token=tuple(prompt_token.shape),
+                               prompt_feat=tuple(prompt_feat.shape),
+                               embedding=tuple(embedding.shape)))
+        if self.hift_cache_dict[uuid] is None:  # KeyError for an unknown uuid, as upstream
+            self._renders[uuid] = Token2Wav()
+        self.hift_cache_dict[uuid] = "cached"
+        audio = self._renders[uuid].push(token[0].tolist(), token_offset, finalize)
+        return torch.from_numpy(audio).reshape(1, -1)
+
+
+@pytest.fixture
+def stub_cosyvoice(monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("cosyvoice.cli.cosyvoice")
+    module.CosyVoice3 = StubCosyVoice3
+    for name in ("cosyvoice", "cosyvoice.cli"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "cosyvoice.cli.cosyvoice", module)
+
+
+def test_cosyvoice_vocoder_loads_and_calls_token2wav_as_upstream(stub_cosyvoice, tmp_path):
+    from agent.backends.funaudiochat import CosyVoiceVocoder
+
+    speakers = tmp_path / "spk2info.pt"  # shaped like upstream's utils/new_spk2info.pt
+    torch.save({"中文女": {"embedding": torch.randn(1, 192)}}, speakers)
+    vocoder = CosyVoiceVocoder(model_dir=tmp_path, speaker_path=speakers, device="cpu")
+    model = vocoder._model
+    assert model.flow.decoder.estimator.static_chunk_size == 1500  # get_audio_detokenizer
+    codes = list(range(1, 151))
+    assert np.array_equal(vocode(codes, vocoder), np.repeat(np.float32(codes), 960))
+    assert {(c["stream"], c["speed"], c["prompt_token"], c["prompt_feat"], c["embedding"])
+            for c in model.calls} == {(False, 1.0, (1, 0), (1, 0, 80), (1, 192))}
+    assert list(model.hift_cache_dict.values()) == [None]  # the turn's entry went; a fresh one
+
+
+def test_fun_audio_chat_generates_speech_with_upstream_settings(tmp_path):
+    from agent.backends.funaudiochat import FunAudioChatBackend, FunAudioChatPaths
+
+    class Model:
+        # The model's own defaults (modeling_funaudiochat.py:790): no forced <|audio_bos|>.
+        sp_gen_kwargs = {"text_greedy": False, "only_crq_sampling": True,
+                         "disable_speech": False, "force_text_abos": False}
+
+        def generate(self, **kwargs):
+            self.kwargs = kwargs
+            return "text ids", "speech ids"
+
+    vocab = {"<|im_end|>": 151645, "<|endoftext|>": 151643, "<|audio_bos|>": 151670,
+             "<|sil|>": 151673}
+    tokenizer = type("Tokenizer", (), {"convert_tokens_to_ids": staticmethod(vocab.get),
+                                       "eos_token_id": 151645})()
+    backend = FunAudioChatBackend(paths=FunAudioChatPaths(
+        source_dir=tmp_path, model_dir=tmp_path, cosyvoice_dir=tmp_path, speaker_path=tmp_path))
+    backend.model, backend.processor = Model(), type("Processor", (), {"tokenizer": tokenizer})()
+    cancel = CancelCriterion()
+    assert backend.generate({"input_ids": 1}, "streamer", cancel) == ("text ids", "speech ids")
+    assert backend.model.sp_gen_kwargs["force_text_abos"] is True
+    kwargs = backend.model.kwargs
+    assert {k: kwargs[k] for k in ("do_sample", "temperature", "top_p", "top_k",
+                                   "repetition_penalty", "eos_token_id", "pad_token_id")} == {
+        "do_sample": True, "temperature": 0.8, "top_p": 0.9, "top_k": 0,
+        "repetition_penalty": 1.2, "eos_token_id": 151645, "pad_token_id": 151643}
+    assert kwargs["bad_words_ids"] == [[151670, 151673]]  # no <|sil|> right after bos
+    assert kwargs["stopping_criteria"] == [cancel] and kwargs["streamer"] == "streamer"
+    assert kwargs["input_ids"] == 1 and kwargs["max_new_tokens"] == backend.max_text_tokens

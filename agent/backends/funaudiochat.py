@@ -48,6 +48,29 @@ S2M_PROMPT = (
 )
 OPENING_PROMPT = "The caller has just connected. Greet them briefly."
 MARKERS = ("<|audio_bos|>", "<|audio_eos|>", "<|sil|>", "<|im_end|>", "<|endoftext|>")
+# Fun-Audio-Chat's `utils/constant.py` (commit 8ba984b), as its web-demo server sets them
+# (`web_demo/server/server.py`, `GlobalModelManager.initialize`). The model's own default
+# has force_text_abos False: then speech starts only if it samples <|audio_bos|> itself.
+SP_GEN_KWARGS = {
+    "text_greedy": False,
+    "only_crq_sampling": True,
+    "disable_speech": False,
+    "force_text_abos": True,
+}
+SAMPLING_KWARGS = {  # DEFAULT_S2M_GEN_KWARGS less max_new_tokens and the token ids
+    "do_sample": True,
+    "temperature": 0.8,
+    "top_p": 0.9,
+    "top_k": 0,
+    "num_beams": 1,
+    "repetition_penalty": 1.2,
+    "length_penalty": 1.0,
+}
+# CosyVoice3's flow runs non-streaming (full attention over the window) on every call, as
+# upstream's `tts_infer_streaming`; upstream's `get_audio_detokenizer` also sets the DiT's
+# static_chunk_size to 2 x its default hop of 750 codes, which only matters when streaming.
+FLOW_STATIC_CHUNK_SIZE = 2 * 25 * 30
+DEFAULT_SPEAKER = "中文女"  # the voice upstream uses from utils/new_spk2info.pt
 
 
 def import_error() -> str | None:
@@ -61,6 +84,8 @@ def import_error() -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class FunAudioChatPaths:
+    """Where the worker finds Fun-Audio-Chat's code, weights, vocoder and voice."""
+
     source_dir: Path  # checkout of github.com/FunAudioLLM/Fun-Audio-Chat (has funaudiochat/)
     model_dir: Path  # Fun-Audio-Chat-8B
     cosyvoice_dir: Path  # Fun-CosyVoice3-0.5B-2512
@@ -74,8 +99,37 @@ class FunAudioChatPaths:
         return cls(**{k: Path(p) for k, p in paths.items()})
 
 
+def load_speaker(path: Path, name: str = DEFAULT_SPEAKER):
+    """A 192-d CAM++ x-vector as a (1, 192) tensor.
+
+    Args:
+        path: Either a tensor saved with `torch.save`, or a speaker table shaped like
+            upstream's `utils/new_spk2info.pt` (`{name: {"embedding": tensor}}`).
+        name: The speaker to take from a table.
+    """
+    import torch
+
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict):
+        if name not in loaded:
+            raise KeyError(f"speaker {name!r} is not in {path} (has {', '.join(loaded)})")
+        loaded = loaded[name]["embedding"]
+    return loaded.float().reshape(1, -1)
+
+
 class CosyVoiceVocoder:
-    """CosyVoice3's token2wav (flow matching + HiFT) behind the `Vocoder` interface."""
+    """CosyVoice3's token2wav (flow matching + HiFT) behind the `Vocoder` interface.
+
+    Calls it as Fun-Audio-Chat's `utils/cosyvoice_detokenizer.py` (commit 8ba984b) does:
+    `CosyVoice3(model_dir, load_trt=False, load_vllm=False, fp16=False)`, no prompt
+    tokens or features, `stream=False`, and one HiFT cache entry per utterance.
+
+    Args:
+        model_dir: Fun-CosyVoice3-0.5B-2512 (CosyVoice3() loads all of it; see README).
+        speaker_path: See `load_speaker`.
+        device: Where the speaker embedding goes; CosyVoice3 picks its own device (cuda
+            when there is one).
+    """
 
     sample_rate = SAMPLE_RATE
 
@@ -84,18 +138,24 @@ class CosyVoiceVocoder:
         from cosyvoice.cli.cosyvoice import CosyVoice3
 
         self._torch = torch
-        self._model = CosyVoice3(str(model_dir), load_jit=False, load_trt=False, fp16=False).model
-        self._speaker = torch.load(speaker_path, weights_only=True).to(device).reshape(1, -1)
+        # CosyVoice3's constructor (CosyVoice 2db78e7, cosyvoice/cli/cosyvoice.py:191) takes
+        # model_dir, load_trt, load_vllm, fp16, trt_concurrent; there is no load_jit.
+        self._model = CosyVoice3(str(model_dir), load_trt=False, load_vllm=False,
+                                 fp16=False).model
+        self._model.flow.decoder.estimator.static_chunk_size = FLOW_STATIC_CHUNK_SIZE
+        self._speaker = load_speaker(speaker_path).to(device)
         self._device = device
         self._uuid = ""
         self.reset()
 
     def reset(self) -> None:
+        """Drop the utterance's HiFT cache and start a new one."""
         self._model.hift_cache_dict.pop(self._uuid, None)
         self._uuid = uuid.uuid4().hex  # a per-utterance key for HiFT's cache
         self._model.hift_cache_dict[self._uuid] = None
 
     def push(self, codes: list[int], offset: int, finalize: bool) -> np.ndarray:
+        """See `agent.backends.vocoder.Vocoder.push`."""
         torch = self._torch
         with torch.inference_mode():
             speech = self._model.token2wav(
@@ -103,12 +163,20 @@ class CosyVoiceVocoder:
                 prompt_token=torch.zeros(1, 0, dtype=torch.int32, device=self._device),
                 prompt_feat=torch.zeros(1, 0, 80, device=self._device),
                 embedding=self._speaker, token_offset=offset, uuid=self._uuid,
-                stream=not finalize, finalize=finalize,
+                stream=False, finalize=finalize, speed=1.0,
             )
         return speech.float().cpu().numpy().reshape(-1)
 
 
 class FunAudioChatBackend(AudioLLM):
+    """Fun-Audio-Chat-8B with CosyVoice3 as its vocoder; one conversation at a time.
+
+    Args:
+        paths: Local code and weights (`FunAudioChatPaths.checked`).
+        device: Torch device for the model.
+        max_text_tokens: Bound on a turn's generation steps (one text token each).
+    """
+
     name = "funaudiochat"
     # Tool calls are only validated by its authors in speech-to-text mode: experimental.
     capabilities = Capabilities(live_instructions=True, truncation=True, tools=True)
@@ -181,17 +249,39 @@ class FunAudioChatBackend(AudioLLM):
         inputs = self.processor(text=text, audio=audios or None, return_tensors="pt")
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
+    def generation_kwargs(self) -> dict:
+        """`generate()` arguments as upstream's web-demo server sets them.
+
+        Sampling from `DEFAULT_S2M_GEN_KWARGS`; eos `<|im_end|>` and pad `<|endoftext|>`
+        (151645 and 151643 there, looked up here); `<|sil|>` banned right after
+        `<|audio_bos|>` (its `bad_words_ids`). `max_new_tokens` is ours: a phone reply.
+        """
+        tokenizer = self.processor.tokenizer
+        ids = {t: tokenizer.convert_tokens_to_ids(t)
+               for t in ("<|im_end|>", "<|endoftext|>", "<|audio_bos|>", "<|sil|>")}
+        return {
+            **SAMPLING_KWARGS, "max_new_tokens": self.max_text_tokens,
+            "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+            "bad_words_ids": [[ids["<|audio_bos|>"], ids["<|sil|>"]]],
+        }
+
     def generate(self, inputs: dict, streamer, cancel: CancelCriterion) -> object:
+        """Run one turn's `generate()`; returns (text ids, speech ids) as upstream's."""
         import torch
 
+        # Set per turn, not once at load: a model instance serves one session at a time
+        # and nothing else may leave it in speech-to-text mode.
+        self.model.sp_gen_kwargs = dict(SP_GEN_KWARGS)
         with torch.inference_mode():
             return self.model.generate(
-                **inputs, max_new_tokens=self.max_text_tokens, streamer=streamer,
-                stopping_criteria=[cancel], eos_token_id=self.processor.tokenizer.eos_token_id,
+                **inputs, streamer=streamer, stopping_criteria=[cancel],
+                **self.generation_kwargs(),
             )
 
 
 class FunAudioChatSession(AudioLLMSession):
+    """One conversation: its history, and the turn in progress."""
+
     def __init__(self, *, backend: FunAudioChatBackend):
         self._backend = backend
         self._history = BoundedHistory(max_turns=HISTORY_TURNS)
