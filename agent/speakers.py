@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from loguru import logger
 
+from agent import voice_features
+
 MAIN_LABEL = "caller"
 EMBED_RATE = 16_000
 
@@ -52,7 +54,7 @@ _encoder_lock = threading.Lock()
 
 
 def load_encoder():
-    """Resemblyzer's encoder, loaded once per process (its first call compiles kernels)."""
+    """Resemblyzer's encoder, loaded once per process (its first call warms the kernels)."""
     global _encoder
     with _encoder_lock:
         if _encoder is None:
@@ -63,12 +65,24 @@ def load_encoder():
             started = time.perf_counter()
             logger.info("Loading the speaker encoder (resemblyzer)")
             encoder = VoiceEncoder("cpu", verbose=False)
-            warm = np.sin(np.arange(EMBED_RATE, dtype=np.float32) / 20) * 0.1
-            encoder.embed_utterance(warm)
-            _median_pitch(warm)  # librosa's first call compiles its kernels
+            _embedding(encoder, np.sin(np.arange(EMBED_RATE, dtype=np.float32) / 20) * 0.1)
             logger.info(f"Speaker encoder ready in {time.perf_counter() - started:.1f}s")
             _encoder = encoder
     return _encoder
+
+
+def _embedding(encoder, wav: np.ndarray) -> np.ndarray:
+    """`VoiceEncoder.embed_utterance`, with the mel frames from voice_features (not
+    librosa's, whose module compiles numba kernels into a shared cache on import)."""
+    import torch
+
+    wav_slices, mel_slices = encoder.compute_partial_slices(len(wav), 1.3, 0.75)
+    wav = np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav))))
+    mel = voice_features.encoder_mel_frames(wav)
+    with torch.no_grad():
+        partials = encoder(torch.from_numpy(np.array([mel[s] for s in mel_slices]))).numpy()
+    mean = partials.mean(axis=0)
+    return mean / np.linalg.norm(mean)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,19 +92,19 @@ class VoicePrint:
 
 
 def _median_pitch(wav: np.ndarray) -> float:
-    import librosa
-
-    hop = 320
-    f0 = librosa.yin(wav, fmin=60, fmax=400, sr=EMBED_RATE, frame_length=1024, hop_length=hop)
-    level = librosa.feature.rms(y=wav, frame_length=1024, hop_length=hop)[0][: len(f0)]
-    voiced = f0[: len(level)][level > 0.3 * np.percentile(level, 95)] if len(level) else f0[:0]
+    hop, frame = 320, 1024
+    f0 = voice_features.yin_pitch(
+        wav, rate=EMBED_RATE, fmin=60, fmax=400, frame_length=frame, hop=hop
+    )
+    level = voice_features.rms(wav, frame_length=frame, hop=hop)
+    voiced = f0[level > 0.3 * np.percentile(level, 95)] if len(level) else f0[:0]
     return float(np.median(voiced)) if len(voiced) else float("nan")
 
 
 def embed(pcm16k: bytes) -> VoicePrint:
     """The voice print of 16 kHz int16 speech. Blocking: call in a thread."""
     wav = np.frombuffer(pcm16k, dtype=np.int16).astype(np.float32) / 32768.0
-    return VoicePrint(embedding=load_encoder().embed_utterance(wav), pitch_hz=_median_pitch(wav))
+    return VoicePrint(embedding=_embedding(load_encoder(), wav), pitch_hz=_median_pitch(wav))
 
 
 @dataclass(kw_only=True)

@@ -1,11 +1,14 @@
 """Voice prints on phone-quality audio: the caller, a partner close in timbre, a child."""
 
 import audioop
+import os
+import subprocess
+import sys
 
 import numpy as np
 import soxr
 
-from agent import speakers
+from agent import speakers, voice_features
 from agent.speakers import SpeakerTracker
 from tests import overlap as ov
 
@@ -52,3 +55,53 @@ def test_a_new_voice_needs_an_enrolled_caller():
     # The rest of the caller's opening completes the enrolment instead of making a new voice.
     rest = phone("I am calling about a few things for my family today.", "caller")
     assert tracker.assign(speakers.embed(rest), 2.6) == "caller" and tracker.enrolled
+
+
+# librosa and resemblyzer's own front end, run in a process of their own with a private
+# numba cache: importing them here would compile into the cache in site-packages.
+_REFERENCE = """
+import sys
+import numpy as np, librosa
+from resemblyzer import VoiceEncoder
+wav = np.load(sys.argv[1])
+f0 = librosa.yin(wav, fmin=60, fmax=400, sr=16000, frame_length=1024, hop_length=320)
+level = librosa.feature.rms(y=wav, frame_length=1024, hop_length=320)[0]
+embedding = VoiceEncoder("cpu", verbose=False).embed_utterance(wav)
+np.savez(sys.argv[2], f0=f0, level=level, embedding=embedding)
+"""
+
+
+def test_voice_prints_match_resemblyzer_and_librosa(tmp_path):
+    wav = np.frombuffer(phone("My name is Peter, a table for two please.", "partner"),
+                        np.int16).astype(np.float32) / 32768
+    np.save(tmp_path / "wav.npy", wav)
+    subprocess.run(
+        [sys.executable, "-c", _REFERENCE, tmp_path / "wav.npy", tmp_path / "reference.npz"],
+        check=True, env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")},
+    )
+    reference = np.load(tmp_path / "reference.npz")
+    f0 = voice_features.yin_pitch(wav, rate=16000, fmin=60, fmax=400, frame_length=1024, hop=320)
+    np.testing.assert_allclose(f0, reference["f0"], rtol=1e-5)
+    np.testing.assert_allclose(voice_features.rms(wav, frame_length=1024, hop=320),
+                               reference["level"], rtol=1e-4, atol=1e-7)
+    pcm = (wav * 32768).astype(np.int16).tobytes()
+    np.testing.assert_allclose(speakers.embed(pcm).embedding, reference["embedding"], atol=1e-5)
+
+
+def test_model_processes_load_no_jit_compiler():
+    """No process of the server imports numba: its on-disk cache is shared by every process
+    of an install, and one broken write made every later start segfault (issue 15)."""
+    script = """
+import sys
+import numpy as np
+import callwright.app
+from agent import models
+from agent.model_host import _Models
+loaded = _Models(paths=models.resolve(), beam_size=1, voice_prints=True)
+loaded.voice_print((np.sin(np.arange(48000) / 9) * 8000).astype(np.int16).tobytes())
+print(sorted({name.split(".")[0] for name in sys.modules} & {"numba", "llvmlite"}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
