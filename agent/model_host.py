@@ -11,18 +11,23 @@ libraries and tests that need no server).
 
 Every method blocks: call it from a thread (`asyncio.to_thread`), as pipecat's Smart
 Turn does. A model process that dies is replaced; the calls that were waiting on it
-get `ModelProcessDied` and the slot's fallback covers their turn.
+get `ModelProcessDied` and the slot's fallback covers their turn. Model processes say
+what they are loading, so one that dies at start is named with that model and how it
+died; loading is tried once more before `ModelLoadFailed`.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.queues import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,37 +40,55 @@ if TYPE_CHECKING:
 
 LEADING_SILENCE_LEVEL = 500  # int16 amplitude below which Piper's lead-in counts as silence
 PROCESS_NICENESS = 5  # model processes yield the CPU to the audio path
+LOAD_ATTEMPTS = 2
 
 
 class ModelProcessDied(RuntimeError):
     """A model process exited (killed, out of memory) while a call waited on it."""
 
 
+class ModelLoadFailed(RuntimeError):
+    """Model processes died while loading, on every attempt; the message says which model
+    and how."""
+
+
 class _Models:
     """The loaded models of one process: Whisper, Piper, Smart Turn, the speaker encoder."""
 
-    def __init__(self, *, paths: ModelPaths, beam_size: int, voice_prints: bool):
-        from piper import PiperVoice
-
-        from agent import speakers
-        from agent.analyzers import SmartTurnModel
+    def __init__(
+        self,
+        *,
+        paths: ModelPaths,
+        beam_size: int,
+        voice_prints: bool,
+        loading: Callable[[str], None] = lambda what: logger.info(f"Loading {what}"),
+    ):
+        """`loading` hears what is about to load, so that a crash in it can be named."""
+        started = time.perf_counter()
+        loading(f"Whisper from {paths.whisper_dir}")
         from agent.asr import WhisperASR
 
-        started = time.perf_counter()
-        logger.info(f"Loading Whisper from {paths.whisper_dir}")
         self._whisper = WhisperASR(model_dir=paths.whisper_dir, beam_size=beam_size)
-        logger.info(f"Loading Piper voice {paths.piper_voice.name}")
+        loading(f"Piper voice {paths.piper_voice.name}")
+        from piper import PiperVoice
+
         self._voice = PiperVoice.load(paths.piper_voice)
+        loading(f"Smart Turn from {paths.smart_turn}")
+        from agent.analyzers import SmartTurnModel
+
         self._smart_turn = SmartTurnModel(paths.smart_turn)
         if voice_prints:
+            loading("the speaker encoder (resemblyzer)")
+            from agent import speakers
+
             speakers.load_encoder()
         # One short synthesis, transcription and prediction warm the kernels, so the
         # first caller does not pay for them.
+        loading("a first synthesis, transcription and end-of-turn prediction")
         audio, _ = self.synthesize("Ready.")
         self.transcribe(audio[: 16000 * 2])
         self.end_of_turn(np.zeros(16000, np.float32), 16000)
         logger.info(f"Embedded models ready in {time.perf_counter() - started:.1f}s")
-
     def transcribe(self, audio16k: bytes) -> str:
         return self._whisper.transcribe(audio16k)
 
@@ -88,15 +111,32 @@ class _Models:
 
 
 _process_models: _Models | None = None  # in a model process
+_READY = "ready"
 
 
-def _start_process(models: dict[str, Any], setup: Callable[[], None] | None) -> None:
+def _start_process(
+    models: dict[str, Any], setup: Callable[[], None] | None, progress: SimpleQueue
+) -> None:
     global _process_models
-    if setup is not None:
-        setup()
-    os.nice(PROCESS_NICENESS)
-    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-    _process_models = _Models(**models)
+    faulthandler.enable()  # a crash in native code prints its Python stack to the log
+    what = "its setup"
+
+    def loading(next_step: str) -> None:
+        nonlocal what
+        what = next_step
+        logger.info(f"Loading {what}")
+        progress.put((os.getpid(), what, None))  # written at once: there before any crash
+
+    try:
+        if setup is not None:
+            setup()
+        os.nice(PROCESS_NICENESS)
+        threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+        _process_models = _Models(**models, loading=loading)
+    except BaseException as exc:
+        progress.put((os.getpid(), what, repr(exc)))
+        raise
+    progress.put((os.getpid(), _READY, None))
 
 
 def _exit_with(parent: int) -> None:
@@ -108,6 +148,56 @@ def _exit_with(parent: int) -> None:
 
 def _run(method: str, *args: Any) -> Any:
     return getattr(_process_models, method)(*args)
+
+
+class _ProcessPool:
+    """Model processes, all started at once, that say what they are loading: when one
+    dies, `cause()` names what it was loading and how it died."""
+
+    def __init__(self, *, processes: int, models: dict[str, Any], setup: Callable | None):
+        context = multiprocessing.get_context("spawn")
+        self._progress = context.SimpleQueue()
+        self._stages: dict[int, tuple[str, str | None]] = {}
+        self.executor = ProcessPoolExecutor(
+            max_workers=processes,
+            # Not fork: the server's threads (onnxruntime's, the loop's) do not survive it.
+            mp_context=context,
+            initializer=_start_process,
+            initargs=(models, setup, self._progress),
+        )
+        # The first calls start every process; each loads the models before answering.
+        self._started = [self.executor.submit(os.getpid) for _ in range(processes)]
+        self._members = dict(self.executor._processes)  # kept for their exit codes
+
+    def wait_loaded(self) -> None:
+        """Block until every process has loaded; `BrokenProcessPool` if one died."""
+        for future in self._started:
+            future.result()
+
+    def cause(self) -> str:
+        """One line: which model process died, loading what, and how."""
+        while not self._progress.empty():
+            pid, what, error = self._progress.get()
+            self._stages[pid] = (what, error)
+        causes = []
+        for pid, process in self._members.items():
+            process.join(timeout=5)
+            what, error = self._stages.get(pid, ("its Python modules", None))
+            code = process.exitcode
+            if error is not None:
+                how = "failed"
+            elif code is not None and code < 0:
+                how = f"was killed by {signal.Signals(-code).name}"
+            else:
+                how = f"exited with code {code}"
+            during = "after loading" if what == _READY else f"while loading {what}"
+            line = f"Model process {pid} {how} {during}" + (f": {error}" if error else "")
+            # Once one process has died the pool ends the others with SIGTERM: those come last.
+            causes.append((error is None and code == -signal.SIGTERM, line))
+        return min(causes)[1]
+
+    def shutdown(self, *, wait: bool = False) -> None:
+        self.executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class ModelHost:
@@ -128,7 +218,7 @@ class ModelHost:
         self._models = {"paths": paths, "beam_size": beam_size, "voice_prints": voice_prints}
         self._process_setup = process_setup
         self._local: _Models | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: _ProcessPool | None = None
         self._lock = threading.Lock()
 
     @property
@@ -136,7 +226,11 @@ class ModelHost:
         return self._local is not None or self._pool is not None
 
     def load(self) -> None:
-        """Load the models (in every model process); idempotent. Blocking."""
+        """Load the models (in every model process); idempotent. Blocking.
+
+        Raises:
+            ModelLoadFailed: a model process died while loading, on each of two attempts.
+        """
         with self._lock:
             if self.loaded:
                 return
@@ -144,21 +238,25 @@ class ModelHost:
                 self._local = _Models(**self._models)
                 return
             started = time.perf_counter()
-            logger.info(f"Starting {self._processes} model process(es)")
-            pool = self._new_pool()
-            # Submitted together, the calls start every process (each loads the models).
-            for future in [pool.submit(os.getpid) for _ in range(self._processes)]:
-                future.result()
-            self._pool = pool
+            for attempt in range(1, LOAD_ATTEMPTS + 1):
+                logger.info(f"Starting {self._processes} model process(es)")
+                pool = self._new_pool()
+                try:
+                    pool.wait_loaded()
+                except BrokenProcessPool:
+                    cause = pool.cause()
+                    pool.shutdown()
+                    if attempt == LOAD_ATTEMPTS:
+                        raise ModelLoadFailed(f"{cause} (gave up after {attempt} tries)") from None
+                    logger.error(f"{cause}; starting the model processes again")
+                    continue
+                self._pool = pool
+                break
             logger.info(f"Model processes ready in {time.perf_counter() - started:.1f}s")
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self._processes,
-            # Not fork: the server's threads (onnxruntime's, the loop's) do not survive it.
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_process,
-            initargs=(self._models, self._process_setup),
+    def _new_pool(self) -> _ProcessPool:
+        return _ProcessPool(
+            processes=self._processes, models=self._models, setup=self._process_setup
         )
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -168,20 +266,18 @@ class ModelHost:
         if pool is None:
             raise RuntimeError("ModelHost.load() was not called")
         try:
-            return pool.submit(_run, method, *args).result()
+            return pool.executor.submit(_run, method, *args).result()
         except BrokenProcessPool as exc:
             self._replace(pool)
             raise ModelProcessDied(f"a model process died during {method}") from exc
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
+    def _replace(self, broken: _ProcessPool) -> None:
         with self._lock:
             if self._pool is not broken:
                 return  # another call replaced it already
-            logger.error("A model process died; starting new model processes")
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            for _ in range(self._processes):
-                self._pool.submit(os.getpid)  # start loading now, not at the next turn
+            logger.error(f"{broken.cause()}; starting new model processes")
+            broken.shutdown()
+            self._pool = self._new_pool()  # loading starts now, not at the next turn
 
     def transcribe(self, audio16k: bytes) -> str:
         """The words in one caller turn (16 kHz int16 mono)."""
@@ -202,11 +298,11 @@ class ModelHost:
     def process_ids(self) -> list[int]:
         """The model processes' pids (none when the models run in this process)."""
         pool = self._pool
-        return [] if pool is None else list(pool._processes)
+        return [] if pool is None else list(pool.executor._processes)
 
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool.shutdown(wait=True)
                 self._pool = None
             self._local = None

@@ -1,5 +1,7 @@
-"""Model processes give the in-process models' answers, yield the CPU, and survive a kill."""
+"""Model processes give the in-process models' answers, yield the CPU, survive a kill, and
+say which model failed when they cannot start."""
 
+import functools
 import os
 import signal
 
@@ -9,8 +11,8 @@ import pytest
 import soxr
 
 from agent import models
-from agent.model_host import ModelHost, ModelProcessDied
-from tests.support import speech_8k, start_server
+from agent.model_host import ModelHost, ModelLoadFailed, ModelProcessDied
+from tests.support import launch_server, speech_8k, start_server
 
 
 def _speech_16k(text: str) -> bytes:
@@ -70,3 +72,61 @@ def test_a_killed_server_leaves_no_model_processes(tmp_path):
     server.process.wait()
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+def _crash_loading_piper(marker: str | None) -> None:
+    """A model process's setup: Piper's loader segfaults (with `marker`, only in the first
+    process, the one that creates the marker file)."""
+    import ctypes
+
+    import piper
+
+    if marker is not None:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+    piper.PiperVoice.load = lambda *args, **kwargs: ctypes.string_at(0)
+
+
+@pytest.fixture
+def errors():
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="ERROR")
+    yield lines
+    logger.remove(sink)
+
+
+def test_a_model_process_that_crashes_at_start_is_named_and_started_again(tmp_path, errors):
+    host = ModelHost(paths=models.resolve(), process_setup=functools.partial(
+        _crash_loading_piper, str(tmp_path / "crashed")))
+    try:
+        host.load()
+        assert "open" in host.transcribe(_speech_16k("What time do you open?")).lower()
+    finally:
+        host.close()
+    [line] = errors
+    assert "was killed by SIGSEGV while loading Piper voice" in line
+    assert "starting the model processes again" in line
+
+
+def test_a_model_process_that_crashes_every_time_fails_the_load_with_its_cause():
+    host = ModelHost(paths=models.resolve(), process_setup=functools.partial(
+        _crash_loading_piper, None))
+    with pytest.raises(ModelLoadFailed, match="killed by SIGSEGV while loading Piper voice"):
+        host.load()
+    assert not host.loaded
+
+
+def test_a_server_whose_models_cannot_load_says_which_and_why(tmp_path):
+    voice = tmp_path / "broken.onnx"
+    voice.write_bytes(b"not a model")
+    voice.with_suffix(".onnx.json").write_text(
+        models.resolve().piper_voice.with_suffix(".onnx.json").read_text())
+    server = launch_server(tmp_path, PIPER_VOICE_PATH=voice)
+    assert server.process.wait(timeout=120) != 0
+    log = server.log()
+    assert "while loading Piper voice broken.onnx" in log, log[-3000:]
+    assert "starting the model processes again" in log and "BrokenProcessPool" not in log
