@@ -8,3 +8,8 @@ import os
 # torch and onnxruntime start their thread pools; a user's own setting wins.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
+# Models come from packages and local paths only: never ask a hub (closed networks).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# onnxruntime (Silero, Smart Turn, Piper) otherwise queues telemetry for upload in a SQLite
+# file under ~/.cache/Microsoft that every process of every server writes to.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -117,7 +117,8 @@ class Server:
             self.process.kill()
 
 
-def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env_extra) -> Server:
+def launch_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env_extra) -> Server:
+    """Start `callwright serve` with its data in `tmp`; `wait_ready` waits for it."""
     port = free_port()
     env = {
         **os.environ,
@@ -137,10 +138,14 @@ def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env
         [sys.executable, "-m", "callwright", "serve"], env=env, cwd=ROOT,
         stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )
-    server = Server(process=process, port=port, env=env, log_path=log_path)
-    deadline = time.monotonic() + 90
+    return Server(process=process, port=port, env=env, log_path=log_path)
+
+
+def wait_ready(server: Server, *, timeout_s: float = 90) -> Server:
+    """Wait until the server answers /healthz, then give it an API token."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if server.process.poll() is not None:
             raise RuntimeError(f"server exited:\n{server.log()[-3000:]}")
         try:
             if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
@@ -152,6 +157,10 @@ def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env
         raise RuntimeError(f"server did not start:\n{server.log()[-3000:]}")
     server.api_token = server.cli("token", "create").strip()
     return server
+
+
+def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env_extra) -> Server:
+    return wait_ready(launch_server(tmp, database_url=database_url, rest_url=rest_url, **env_extra))
 
 
 def caller(server: Server, **kwargs):
