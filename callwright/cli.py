@@ -172,13 +172,36 @@ def model_server(
                                            help="Fun-CosyVoice3-0.5B directory."),
     fac_speaker_path: Path = typer.Option(None, envvar="FAC_SPEAKER_PATH",
                                           help="Speaker x-vector (.pt) for Fun-Audio-Chat."),
+    secret_file: Path = typer.Option(
+        None, envvar="MODEL_WORKER_SECRET_FILE",
+        help="File holding the shared secret sessions must present (else MODEL_WORKER_SECRET); "
+             "required unless --host is loopback."),
+    tls_cert: Path = typer.Option(None, envvar="MODEL_WORKER_TLS_CERT",
+                                  help="PEM certificate (chain): serve wss://."),
+    tls_key: Path = typer.Option(None, envvar="MODEL_WORKER_TLS_KEY",
+                                 help="PEM private key for --tls-cert."),
     log_level: str = typer.Option("INFO", envvar="LOG_LEVEL"),
 ) -> None:
     """Run a model worker that hosts one audio-LLM backend (see README, "Audio LLM backends")."""
-    from agent.workers.hosted import WorkerOptions, create_backend, run_worker
+    from agent.workers.hosted import (
+        WorkerOptions,
+        create_backend,
+        run_worker,
+        tls_context,
+        worker_secret,
+    )
+    from agent.workers.server import is_loopback
     from callwright import logs
 
     logs.configure(log_level)
+    try:
+        secret = worker_secret(secret_file)
+        tls = tls_context(tls_cert, tls_key)
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if secret is None and not is_loopback(host):  # before loading a model for minutes
+        raise typer.BadParameter(f"--host {host} needs a shared secret: MODEL_WORKER_SECRET "
+                                 "or --secret-file (README, 'Model workers')")
     options = WorkerOptions(
         model_path=model_path, device=device, dtype=dtype, max_text_tokens=max_text_tokens,
         max_speech_codes=max_speech_codes, fac_source_dir=fac_source_dir,
@@ -188,7 +211,8 @@ def model_server(
         hosted = create_backend(backend, options)
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    asyncio.run(run_worker(hosted, host=host, port=port, max_sessions=max_sessions))
+    asyncio.run(run_worker(hosted, host=host, port=port, max_sessions=max_sessions,
+                           secret=secret, tls=tls))
 
 
 @app.command()

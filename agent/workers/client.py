@@ -5,14 +5,23 @@ workers' own: one that is busy refuses the session (HTTP 503 or close 1013), the
 pool tries the next, and when none is free `open_session()` raises `BackendBusy` so
 the call falls back at once instead of waiting. A worker that dies mid-turn ends
 the turn with `EndOfTurn(error=...)`, never a hang.
+
+The pool presents the workers' shared secret (`MODEL_WORKER_SECRET`) on every session and
+health request, and checks `wss://` workers' certificates against the system's CAs or
+`MODEL_WORKER_CA`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
+import os
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from loguru import logger
@@ -44,16 +53,44 @@ def _http_url(ws_url: str, path: str) -> str:
     return f"{'https' if scheme == 'wss' else 'http'}://{rest}{path}"
 
 
+def _in_clear_off_host(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or parts.hostname in (None, "localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return True
+
+
 class WorkerPool(AudioLLM):
+    """Sessions on model workers, the first free one in turn.
+
+    Args:
+        urls: `ws://` or `wss://` worker addresses.
+        connect_timeout_s: How long a worker may take to accept a session.
+        secret: The workers' shared secret; by default `MODEL_WORKER_SECRET`.
+        ca_file: CA bundle for `wss://` workers' certificates; by default
+            `MODEL_WORKER_CA`, else the system's CAs.
+    """
+
     name = "workers"
 
-    def __init__(self, *, urls: list[str], connect_timeout_s: float = CONNECT_TIMEOUT_S):
+    def __init__(self, *, urls: list[str], connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 secret: str | None = None, ca_file: Path | str | None = None):
         if not urls:
             raise ValueError("a worker pool needs at least one worker URL (AUDIO_LLM_WORKERS)")
         self._urls = [u.rstrip("/") for u in urls]
         self._timeout = connect_timeout_s
         self._next = itertools.cycle(range(len(self._urls)))
         self.capabilities = Capabilities()
+        secret = secret if secret is not None else os.environ.get(p.SECRET_ENV) or None
+        self._headers = p.auth_headers(p.check_secret(secret) if secret else None)
+        ca_file = ca_file or os.environ.get(p.CA_ENV) or None
+        self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if clear := [u for u in self._urls if _in_clear_off_host(u)]:
+            logger.warning(f"model workers reached without TLS ({', '.join(clear)}): callers' "
+                           "audio and the worker secret cross the network in clear; use wss://")
 
     async def health(self) -> dict[str, p.Health | str]:
         """Each worker's health, or why it did not answer."""
@@ -65,7 +102,8 @@ class WorkerPool(AudioLLM):
             except (httpx.HTTPError, ValidationError) as exc:
                 return f"{type(exc).__name__}: {exc}"
 
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
+        async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers,
+                                     verify=self._tls) as client:
             answers = await asyncio.gather(*(one(client, url) for url in self._urls))
         return dict(zip(self._urls, answers, strict=True))
 
@@ -95,8 +133,16 @@ class WorkerPool(AudioLLM):
         raise BackendBusy("no free model worker (" + "; ".join(refusals) + ")")
 
     async def _connect(self, url: str) -> WorkerSession:
-        ws = await connect(url + p.SESSION_PATH, open_timeout=self._timeout,
-                           max_size=p.MAX_MESSAGE_BYTES, ping_interval=10, ping_timeout=20)
+        tls = {"ssl": self._tls} if url.startswith("wss://") else {}
+        try:
+            ws = await connect(url + p.SESSION_PATH, open_timeout=self._timeout,
+                               max_size=p.MAX_MESSAGE_BYTES, ping_interval=10, ping_timeout=20,
+                               additional_headers=self._headers, **tls)
+        except InvalidStatus as exc:
+            if exc.response.status_code == 401:  # a setup error, not a busy worker
+                logger.error(f"model worker {url} refused the session: "
+                             f"{'wrong' if self._headers else 'no'} secret ({p.SECRET_ENV})")
+            raise
         try:
             async with asyncio.timeout(self._timeout):
                 ready = p.worker_message.validate_json(await ws.recv())
@@ -115,6 +161,8 @@ class WorkerPool(AudioLLM):
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
+        if exc.response.status_code == 401:
+            return "HTTP 401 (missing or wrong worker secret)"
         return f"HTTP {exc.response.status_code}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 

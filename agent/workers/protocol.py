@@ -8,6 +8,10 @@ worker streams that turn's events back, each tagged with its `turn_id`, ending w
 `TurnEnd`. `Cancel` stops the turn within one decoding step; the worker answers
 `Cancelled` once generation has stopped, and sends nothing more for that turn.
 Audio is base64 int16 mono PCM: 16 kHz in, the backend's own rate out.
+
+A worker given a shared secret refuses a `/session` handshake (HTTP 401) unless it
+carries `Authorization: Bearer <secret>`; `/health` stays open for probes. With TLS the
+URLs are `wss://` and `https://`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,24 @@ SESSION_PATH = "/session"
 HEALTH_PATH = "/health"
 CLOSE_BUSY = 1013  # RFC 6455 "try again later"
 MAX_MESSAGE_BYTES = 16 << 20  # 30 s of 16 kHz audio plus history, base64
+SECRET_ENV = "MODEL_WORKER_SECRET"  # the shared secret, on the worker and on the server
+CA_ENV = "MODEL_WORKER_CA"  # a CA bundle the server trusts for wss:// workers
+MIN_SECRET_CHARS = 16
+
+
+def check_secret(secret: str) -> str:
+    """The secret without surrounding whitespace; refuses one too short to be a secret."""
+    secret = secret.strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ValueError(f"a model-worker secret needs at least {MIN_SECRET_CHARS} characters; "
+                         'issue one with: python -c "import secrets; '
+                         'print(secrets.token_urlsafe(32))"')
+    return secret
+
+
+def auth_headers(secret: str | None) -> dict[str, str]:
+    """The headers that present `secret` to a worker (none without one)."""
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
 
 
 def _from_base64(value: object) -> object:

@@ -4,12 +4,18 @@ Started by `callwright model-server --backend NAME --port N`. Any `AudioLLM` can
 hosted; a model instance serves `max_sessions` conversations (one for the speech
 models, whose per-call state lives on the model), and further sessions are refused
 so the caller's server falls back instead of queueing behind a running call.
+
+Given a shared secret, the worker refuses any session that does not present it; without
+one it serves only on a loopback address. Given a TLS context, it speaks `wss://`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
+import ssl
 from http import HTTPStatus
 
 from loguru import logger
@@ -22,10 +28,30 @@ from agent.backend import AudioLLM, AudioLLMSession, BackendBusy, EndOfTurn
 from agent.workers import protocol as p
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (so a listener on it is not reachable)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name or "" (all interfaces)
+        return False
+
+
 class ModelWorker:
-    def __init__(self, *, backend: AudioLLM, max_sessions: int = 1):
+    """Serves one backend's sessions over the worker protocol.
+
+    Args:
+        backend: The model it hosts.
+        max_sessions: Conversations at a time; more are refused (HTTP 503).
+        secret: Shared secret a session must present (`protocol.auth_headers`); None
+            serves anyone who can connect, so only a loopback address is allowed then.
+    """
+
+    def __init__(self, *, backend: AudioLLM, max_sessions: int = 1, secret: str | None = None):
         self._backend = backend
         self._max_sessions = max_sessions
+        self._secret = p.check_secret(secret).encode() if secret is not None else None
         self._sessions = 0
         self._loaded = False
 
@@ -37,17 +63,44 @@ class ModelWorker:
             capabilities=p.CapabilitiesModel.of(self._backend.capabilities),
         )
 
-    async def serve(self, *, host: str, port: int) -> Server:
-        """Load the backend, then listen; returns the running server."""
+    async def serve(self, *, host: str, port: int,
+                    tls: ssl.SSLContext | None = None) -> Server:
+        """Load the backend, then listen; returns the running server.
+
+        Args:
+            host: Interface to bind; anything but loopback needs a secret.
+            port: Port to bind.
+            tls: Server-side TLS context (certificate and key loaded): `wss://`.
+
+        Raises:
+            ValueError: A non-loopback `host` without a secret.
+        """
+        if self._secret is None and not is_loopback(host):
+            raise ValueError(f"a model worker on {host or 'all interfaces'} needs a shared "
+                             f"secret ({p.SECRET_ENV} or --secret-file): it carries callers' "
+                             "audio and memories")
         await self._backend.load()
         self._loaded = True
         server = await serve(
             self._handle, host, port, process_request=self._process_request,
-            max_size=p.MAX_MESSAGE_BYTES, ping_interval=10, ping_timeout=20,
+            max_size=p.MAX_MESSAGE_BYTES, ping_interval=10, ping_timeout=20, ssl=tls,
         )
-        logger.info(f"Model worker '{self._backend.name}' listening on ws://{host}:{port}"
-                    f"{p.SESSION_PATH} ({self._max_sessions} session(s) at a time)")
+        if tls is None and not is_loopback(host):
+            logger.warning("model worker without TLS: audio crosses the network in clear; "
+                           "give it --tls-cert and --tls-key")
+        logger.info(f"Model worker '{self._backend.name}' listening on "
+                    f"{'wss' if tls else 'ws'}://{host}:{port}{p.SESSION_PATH} "
+                    f"({self._max_sessions} session(s) at a time, "
+                    f"{'secret required' if self._secret else 'no secret'})")
         return server
+
+    def _authorised(self, request: Request) -> bool:
+        if self._secret is None:
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest: how much of a wrong secret matched must not show in the timing.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._secret)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == p.HEALTH_PATH:
@@ -56,6 +109,12 @@ class ModelWorker:
             return response
         if request.path != p.SESSION_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if not self._authorised(request):
+            logger.warning(f"refused a session from {connection.remote_address}: "
+                           "missing or wrong secret")
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         if self._sessions >= self._max_sessions:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
         return None
