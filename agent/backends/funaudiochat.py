@@ -127,8 +127,8 @@ class CosyVoiceVocoder:
     Args:
         model_dir: Fun-CosyVoice3-0.5B-2512 (CosyVoice3() loads all of it; see README).
         speaker_path: See `load_speaker`.
-        device: Where the speaker embedding goes; CosyVoice3 picks its own device (cuda
-            when there is one).
+        device: The CUDA device (made current for CosyVoice3, which loads onto the current
+            one) or "cpu".
     """
 
     sample_rate = SAMPLE_RATE
@@ -138,6 +138,10 @@ class CosyVoiceVocoder:
         from cosyvoice.cli.cosyvoice import CosyVoice3
 
         self._torch = torch
+        if torch.device(device).type == "cuda" and torch.device(device).index is not None:
+            # CosyVoice3Model places itself on the current CUDA device, as upstream's TTS
+            # process does after torch.cuda.set_device(tts_gpu); keep it beside the model.
+            torch.cuda.set_device(torch.device(device))
         # CosyVoice3's constructor (CosyVoice 2db78e7, cosyvoice/cli/cosyvoice.py:191) takes
         # model_dir, load_trt, load_vllm, fp16, trt_concurrent; there is no load_jit.
         self._model = CosyVoice3(str(model_dir), load_trt=False, load_vllm=False,
@@ -196,7 +200,12 @@ class FunAudioChatBackend(AudioLLM):
         import torch
 
         started = time.perf_counter()
-        sys.path.insert(0, str(self.paths.source_dir))
+        # The same three paths upstream's utils/cosyvoice_detokenizer.py puts on sys.path:
+        # the checkout, its CosyVoice submodule and that one's Matcha-TTS submodule.
+        cosyvoice = self.paths.source_dir / "third_party" / "CosyVoice"
+        for path in (cosyvoice / "third_party" / "Matcha-TTS", cosyvoice, self.paths.source_dir):
+            if str(path) not in sys.path:
+                sys.path.insert(0, str(path))
         if why := import_error():
             raise RuntimeError(f"cannot import funaudiochat from {self.paths.source_dir}: {why}")
         from funaudiochat.register import register_funaudiochat
