@@ -61,30 +61,31 @@ class _Models:
         paths: ModelPaths,
         beam_size: int,
         voice_prints: bool,
-        loading: Callable[[str], None] = lambda what: logger.info(f"Loading {what}"),
+        step: Callable[[str], None] = lambda doing: logger.info(doing.capitalize()),
     ):
-        """`loading` hears what is about to load, so that a crash in it can be named."""
+        """`step` hears what is about to be done ("loading Whisper from …"), so that a
+        crash in it can be named."""
         started = time.perf_counter()
-        loading(f"Whisper from {paths.whisper_dir}")
+        step(f"loading Whisper from {paths.whisper_dir}")
         from agent.asr import WhisperASR
 
         self._whisper = WhisperASR(model_dir=paths.whisper_dir, beam_size=beam_size)
-        loading(f"Piper voice {paths.piper_voice.name}")
+        step(f"loading Piper voice {paths.piper_voice.name}")
         from piper import PiperVoice
 
         self._voice = PiperVoice.load(paths.piper_voice)
-        loading(f"Smart Turn from {paths.smart_turn}")
+        step(f"loading Smart Turn from {paths.smart_turn}")
         from agent.analyzers import SmartTurnModel
 
         self._smart_turn = SmartTurnModel(paths.smart_turn)
         if voice_prints:
-            loading("the speaker encoder (resemblyzer)")
+            step("loading the speaker encoder (resemblyzer)")
             from agent import speakers
 
             speakers.load_encoder()
         # One short synthesis, transcription and prediction warm the kernels, so the
         # first caller does not pay for them.
-        loading("a first synthesis, transcription and end-of-turn prediction")
+        step("warming up: a first synthesis, transcription and prediction")
         audio, _ = self.synthesize("Ready.")
         self.transcribe(audio[: 16000 * 2])
         self.end_of_turn(np.zeros(16000, np.float32), 16000)
@@ -119,22 +120,22 @@ def _start_process(
 ) -> None:
     global _process_models
     faulthandler.enable()  # a crash in native code prints its Python stack to the log
-    what = "its setup"
+    doing = "running its setup"
 
-    def loading(next_step: str) -> None:
-        nonlocal what
-        what = next_step
-        logger.info(f"Loading {what}")
-        progress.put((os.getpid(), what, None))  # written at once: there before any crash
+    def step(next_step: str) -> None:
+        nonlocal doing
+        doing = next_step
+        logger.info(doing.capitalize())
+        progress.put((os.getpid(), doing, None))  # written at once: there before any crash
 
     try:
         if setup is not None:
             setup()
         os.nice(PROCESS_NICENESS)
         threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
-        _process_models = _Models(**models, loading=loading)
+        _process_models = _Models(**models, step=step)
     except BaseException as exc:
-        progress.put((os.getpid(), what, repr(exc)))
+        progress.put((os.getpid(), doing, repr(exc)))
         raise
     progress.put((os.getpid(), _READY, None))
 
@@ -177,12 +178,12 @@ class _ProcessPool:
     def cause(self) -> str:
         """One line: which model process died, loading what, and how."""
         while not self._progress.empty():
-            pid, what, error = self._progress.get()
-            self._stages[pid] = (what, error)
+            pid, doing, error = self._progress.get()
+            self._stages[pid] = (doing, error)
         causes = []
         for pid, process in self._members.items():
             process.join(timeout=5)
-            what, error = self._stages.get(pid, ("its Python modules", None))
+            doing, error = self._stages.get(pid, ("importing its Python modules", None))
             code = process.exitcode
             if error is not None:
                 how = "failed"
@@ -190,7 +191,7 @@ class _ProcessPool:
                 how = f"was killed by {signal.Signals(-code).name}"
             else:
                 how = f"exited with code {code}"
-            during = "after loading" if what == _READY else f"while loading {what}"
+            during = "after loading" if doing == _READY else f"while {doing}"
             line = f"Model process {pid} {how} {during}" + (f": {error}" if error else "")
             # Once one process has died the pool ends the others with SIGTERM: those come last.
             causes.append((error is None and code == -signal.SIGTERM, line))

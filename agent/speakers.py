@@ -63,7 +63,6 @@ def load_encoder():
 
             torch.set_num_threads(1)  # a 3 s print: 20 ms on one thread, 57 ms on two
             started = time.perf_counter()
-            logger.info("Loading the speaker encoder (resemblyzer)")
             encoder = VoiceEncoder("cpu", verbose=False)
             _embedding(encoder, np.sin(np.arange(EMBED_RATE, dtype=np.float32) / 20) * 0.1)
             logger.info(f"Speaker encoder ready in {time.perf_counter() - started:.1f}s")
