@@ -314,7 +314,7 @@ def test_cosyvoice_vocoder_loads_and_calls_token2wav_as_upstream(stub_cosyvoice,
 
     speakers = tmp_path / "spk2info.pt"  # shaped like upstream's utils/new_spk2info.pt
     torch.save({"中文女": {"embedding": torch.randn(1, 192)}}, speakers)
-    vocoder = CosyVoiceVocoder(model_dir=tmp_path, speaker_path=speakers, device="cpu")
+    vocoder = CosyVoiceVocoder.load(model_dir=tmp_path, speaker_path=speakers, device="cpu")
     model = vocoder._model
     assert model.flow.decoder.estimator.static_chunk_size == 1500  # get_audio_detokenizer
     codes = list(range(1, 151))

@@ -37,7 +37,7 @@ from agent.backends.streaming import (
     pcm16_to_float,
 )
 from agent.backends.turns import BoundedHistory, cap_input, tools_prompt
-from agent.backends.vocoder import CodeWindow
+from agent.backends.vocoder import CodeWindow, Vocoder
 
 SAMPLE_RATE = 24_000
 HISTORY_TURNS = 8  # as the reference demo; every past caller clip is re-encoded each turn
@@ -125,32 +125,45 @@ class CosyVoiceVocoder:
     tokens or features, `stream=False`, and one HiFT cache entry per utterance.
 
     Args:
-        model_dir: Fun-CosyVoice3-0.5B-2512 (CosyVoice3() loads all of it; see README).
-        speaker_path: See `load_speaker`.
-        device: The CUDA device (made current for CosyVoice3, which loads onto the current
-            one) or "cpu".
+        model: A `CosyVoice3Model` (`CosyVoice3(...).model`); only its flow and HiFT run.
+        speaker: The (1, 192) x-vector.
+        device: Where the inputs are made; CosyVoice3Model moves them to its own device.
     """
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, *, model_dir: Path, speaker_path: Path, device: str):
+    def __init__(self, *, model, speaker, device: str):
+        import torch
+
+        self._torch = torch
+        self._model = model
+        self._model.flow.decoder.estimator.static_chunk_size = FLOW_STATIC_CHUNK_SIZE
+        self._speaker = speaker.to(device)
+        self._device = device
+        self._uuid = ""
+        self.reset()
+
+    @classmethod
+    def load(cls, *, model_dir: Path, speaker_path: Path, device: str) -> CosyVoiceVocoder:
+        """CosyVoice3 from its directory, as upstream's `get_audio_detokenizer` loads it.
+
+        Args:
+            model_dir: Fun-CosyVoice3-0.5B-2512 (CosyVoice3() loads all of it; see README).
+            speaker_path: See `load_speaker`.
+            device: The CUDA device (made current for CosyVoice3, which loads onto the
+                current one) or "cpu".
+        """
         import torch
         from cosyvoice.cli.cosyvoice import CosyVoice3
 
-        self._torch = torch
         if torch.device(device).type == "cuda" and torch.device(device).index is not None:
             # CosyVoice3Model places itself on the current CUDA device, as upstream's TTS
             # process does after torch.cuda.set_device(tts_gpu); keep it beside the model.
             torch.cuda.set_device(torch.device(device))
         # CosyVoice3's constructor (CosyVoice 2db78e7, cosyvoice/cli/cosyvoice.py:191) takes
         # model_dir, load_trt, load_vllm, fp16, trt_concurrent; there is no load_jit.
-        self._model = CosyVoice3(str(model_dir), load_trt=False, load_vllm=False,
-                                 fp16=False).model
-        self._model.flow.decoder.estimator.static_chunk_size = FLOW_STATIC_CHUNK_SIZE
-        self._speaker = load_speaker(speaker_path).to(device)
-        self._device = device
-        self._uuid = ""
-        self.reset()
+        model = CosyVoice3(str(model_dir), load_trt=False, load_vllm=False, fp16=False).model
+        return cls(model=model, speaker=load_speaker(speaker_path), device=device)
 
     def reset(self) -> None:
         """Drop the utterance's HiFT cache and start a new one."""
@@ -179,6 +192,8 @@ class FunAudioChatBackend(AudioLLM):
         paths: Local code and weights (`FunAudioChatPaths.checked`).
         device: Torch device for the model.
         max_text_tokens: Bound on a turn's generation steps (one text token each).
+        dtype: The model's weights (bfloat16 as upstream loads them).
+        vocoder: A vocoder to use instead of loading CosyVoice3 from `paths` (tests).
     """
 
     name = "funaudiochat"
@@ -186,11 +201,14 @@ class FunAudioChatBackend(AudioLLM):
     capabilities = Capabilities(live_instructions=True, truncation=True, tools=True)
 
     def __init__(self, *, paths: FunAudioChatPaths, device: str = "cuda:0",
-                 max_text_tokens: int = 256):
+                 max_text_tokens: int = 256, dtype: str = "bfloat16",
+                 vocoder: Vocoder | None = None):
         self.paths = paths
         self.device = device
         self.max_text_tokens = max_text_tokens
-        self.model = self.processor = self.vocoder = None
+        self.dtype = dtype
+        self.model = self.processor = None
+        self.vocoder = vocoder
         self._session: FunAudioChatSession | None = None
 
     async def load(self) -> None:
@@ -217,13 +235,15 @@ class FunAudioChatBackend(AudioLLM):
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         self.model = AutoModelForSeq2SeqLM.from_pretrained(
-            path, config=config, torch_dtype=torch.bfloat16, local_files_only=True,
+            path, config=config, torch_dtype=getattr(torch, self.dtype), local_files_only=True,
         ).to(self.device).eval()
         self.speech_bos = config.audio_config.bos_token_id
         self.speech_eos = config.audio_config.eos_token_id
-        logger.info(f"Loading CosyVoice3 from {self.paths.cosyvoice_dir}")
-        self.vocoder = CosyVoiceVocoder(model_dir=self.paths.cosyvoice_dir,
-                                        speaker_path=self.paths.speaker_path, device=self.device)
+        if self.vocoder is None:
+            logger.info(f"Loading CosyVoice3 from {self.paths.cosyvoice_dir}")
+            self.vocoder = CosyVoiceVocoder.load(model_dir=self.paths.cosyvoice_dir,
+                                                 speaker_path=self.paths.speaker_path,
+                                                 device=self.device)
         logger.info(f"Fun-Audio-Chat ready in {time.perf_counter() - started:.1f}s")
 
     async def open_session(self) -> AudioLLMSession:
@@ -255,7 +275,9 @@ class FunAudioChatBackend(AudioLLM):
         conversation.append({"role": "user", "content": clip if request.audio else OPENING_PROMPT})
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True,
                                                   tokenize=False)
-        inputs = self.processor(text=text, audio=audios or None, return_tensors="pt")
+        # No token_type_ids, as upstream asks (examples/infer_s2s.py): generate() rejects them.
+        inputs = self.processor(text=text, audio=audios or None, return_tensors="pt",
+                                return_token_type_ids=False)
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
     def generation_kwargs(self) -> dict:
