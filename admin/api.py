@@ -25,6 +25,9 @@ class TurnOut(BaseModel):
     planned_text: str | None
     latency_ms: int | None
     timings: dict | None
+    llm_first_token_ms: int | None
+    llm_tokens_in: int | None
+    llm_tokens_out: int | None
 
 
 class CallOut(BaseModel):

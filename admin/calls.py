@@ -249,7 +249,9 @@ class CallQueries:
                 "id": t.id, "seq": t.seq, "speaker": t.speaker, "speaker_label": t.speaker_label,
                 "text": t.text, "start_ms": t.start_ms, "end_ms": t.end_ms,
                 "interrupted": t.interrupted, "planned_text": t.planned_text,
-                "latency_ms": t.latency_ms, "annotations": notes.get(t.id, []),
+                "latency_ms": t.latency_ms, "llm_first_token_ms": t.llm_first_token_ms,
+                "llm_tokens_in": t.llm_tokens_in, "llm_tokens_out": t.llm_tokens_out,
+                "annotations": notes.get(t.id, []),
             } for t in c.turns],
         } for c in calls]
 

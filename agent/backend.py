@@ -69,7 +69,20 @@ class EndOfTurn:
     error: str | None = None
 
 
-Event = CallerText | TextDelta | AudioChunk | ToolCall | EndOfTurn
+@dataclass(frozen=True, kw_only=True)
+class ModelUsage:
+    """What one request to a text model cost: time to its first token and tokens in and out.
+
+    Backends that call a chat model per turn report it; a turn with tool round trips
+    reports once per request. None where the server did not say.
+    """
+
+    first_token_ms: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+Event = CallerText | TextDelta | AudioChunk | ToolCall | ModelUsage | EndOfTurn
 
 
 @dataclass(frozen=True, kw_only=True)

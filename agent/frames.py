@@ -63,6 +63,10 @@ class AgentTurnFrame(SystemFrame):
     interrupted: bool = False
     latency_ms: int | None = None
     timings: dict = field(default_factory=dict)
+    # A chat model's cost (the llm backend): time to its first token, tokens in and out.
+    llm_first_token_ms: int | None = None
+    llm_tokens_in: int | None = None
+    llm_tokens_out: int | None = None
 
 
 @dataclass

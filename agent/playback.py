@@ -60,6 +60,9 @@ class AgentTurn:
     listen_timeout_s: float | None = None
     last_mark: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
+    # A chat model's cost: first_token_ms (its first request's), tokens_in, tokens_out
+    # (summed over the turn's requests).
+    usage: dict[str, int] = field(default_factory=dict)
     pieces: list[SpeechPiece] = field(default_factory=list)
     segments: list[PushedSegment] = field(default_factory=list)  # pushed since `base_s`
     base_s: float = 0.0  # the played-speech clock when `segments` began

@@ -52,6 +52,7 @@ from agent.backend import (
     CallerText,
     ContextTurn,
     EndOfTurn,
+    ModelUsage,
     TextDelta,
     ToolCall,
     TurnRequest,
@@ -346,6 +347,8 @@ class AudioLLMSlot(FrameProcessor):
                     if turn.first_audio is None:
                         turn.timings["tts_first_audio_ms"] = int((now - last) * 1000)
                     await self._play(turn, event, now)
+                elif isinstance(event, ModelUsage):
+                    _add_usage(turn, event)
                 elif isinstance(event, ToolCall):
                     logger.warning(f"{self}: tool call {event.name} ignored: no tools in scope")
                 elif isinstance(event, EndOfTurn):
@@ -588,6 +591,9 @@ class AudioLLMSlot(FrameProcessor):
                 interrupted=interrupted,
                 latency_ms=latency,
                 timings=turn.timings,
+                llm_first_token_ms=turn.usage.get("first_token_ms"),
+                llm_tokens_in=turn.usage.get("tokens_in"),
+                llm_tokens_out=turn.usage.get("tokens_out"),
             )
         )
 
@@ -612,3 +618,15 @@ class AudioLLMSlot(FrameProcessor):
         if self._ack_timeout:
             self._ack_timeout.cancel()
         await self._session.close()
+
+
+def _add_usage(turn: AgentTurn, usage: ModelUsage) -> None:
+    """The turn's first time to first token; tokens summed over its requests (tool calls
+    take several)."""
+    if usage.first_token_ms is not None and "first_token_ms" not in turn.usage:
+        turn.usage["first_token_ms"] = usage.first_token_ms
+        turn.timings["llm_first_token_ms"] = usage.first_token_ms
+    for key in ("tokens_in", "tokens_out"):
+        value = getattr(usage, key)
+        if value is not None:
+            turn.usage[key] = turn.usage.get(key, 0) + value

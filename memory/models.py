@@ -92,6 +92,10 @@ class Turn(Base):
     # For agent turns: end of caller speech to first agent audio, and its parts.
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     timings: Mapped[dict | None] = mapped_column(JSON)
+    # For agent turns answered by a chat model: time to its first token, tokens in and out.
+    llm_first_token_ms: Mapped[int | None] = mapped_column(Integer)
+    llm_tokens_in: Mapped[int | None] = mapped_column(Integer)
+    llm_tokens_out: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     call: Mapped[Call] = relationship(back_populates="turns")

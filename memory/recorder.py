@@ -36,6 +36,8 @@ class TurnRecorder(FrameProcessor):
                 speaker="agent", text=frame.text, start_ms=frame.start_ms, end_ms=frame.end_ms,
                 interrupted=frame.interrupted, planned_text=frame.planned_text,
                 latency_ms=frame.latency_ms, timings=frame.timings or None,
+                llm_first_token_ms=frame.llm_first_token_ms, llm_tokens_in=frame.llm_tokens_in,
+                llm_tokens_out=frame.llm_tokens_out,
             )
         else:
             await self.push_frame(frame, direction)

@@ -29,6 +29,9 @@ class TurnRecord:
     latency_ms: int | None = None
     timings: dict | None = None
     speaker_label: str | None = None
+    llm_first_token_ms: int | None = None
+    llm_tokens_in: int | None = None
+    llm_tokens_out: int | None = None
 
 
 class CallStore:
