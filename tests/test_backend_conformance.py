@@ -96,7 +96,8 @@ async def backend(request, cascade, omni_worker, openai_standin) -> AudioLLM:
         return backend
     if why := funaudiochat.import_error():
         pytest.skip(f"Fun-Audio-Chat's package does not import here ({why}); it runs in its "
-                    "own venv as a model worker (README, 'Audio LLM backends')")
+                    "own venv as a model worker, where `make fac-test FAC_SRC=...` tests it "
+                    "on upstream's classes (README, 'Fun-Audio-Chat with real weights')")
     paths = {k: os.environ.get(f"FAC_{k.upper()}") for k in
              ("source_dir", "model_dir", "cosyvoice_dir", "speaker_path")}
     try:
