@@ -11,6 +11,12 @@ The cascade is the baseline for the ratios.
 `--full-size` builds Qwen2.5-Omni with the real 7B layer sizes and random bf16
 weights in-process (nothing downloaded) and reports first audio packet p50/p90 of
 the serving path, which for this model is the whole thinker + talker + token2wav.
+
+`--fac` times Fun-Audio-Chat's backend on upstream's classes at tiny sizes with random
+weights (tests/test_funaudiochat_upstream.py), so it runs in the environment that
+`make fac-test` builds:
+
+    FAC_SOURCE_DIR=/opt/fac/src PYTHONPATH=. build/fac-venv/bin/python bench/audio_llm.py --fac
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agent.backend import AudioChunk, AudioLLM, TurnRequest  # noqa: E402
-from tests.support import speech_16k  # noqa: E402
 
 LINES = ["What time do you open on Sunday?", "Can I book a table for two?",
          "My name is Alice.", "No thanks, goodbye."]
@@ -79,7 +84,10 @@ async def local(turns: int) -> None:
     from agent.policy import Receptionist
     from agent.workers.client import WorkerPool
     from tests.openai_standin import OpenAIStandIn
-    from tests.support import tiny_omni_worker
+    from tests.support import (
+        speech_16k,  # espeak-ng; not in Fun-Audio-Chat's environment
+        tiny_omni_worker,
+    )
 
     audio = [None] + [speech_16k(LINES[i % len(LINES)]) for i in range(turns)]
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-audio-llm-"))
@@ -115,6 +123,7 @@ async def full_size(turns: int, device: str) -> None:
         speaker_map,
         tiny_tokenizer,
     )
+    from tests.support import speech_16k
 
     started = time.perf_counter()
     config = full_size_config()
@@ -146,13 +155,43 @@ async def full_size(turns: int, device: str) -> None:
     print("(random weights: 40 text tokens and 150 speech codes per turn, bounded)")
 
 
+async def fun_audio_chat(turns: int) -> None:
+    """Tiny Fun-Audio-Chat with a tiny CosyVoice3 on CPU: the worker's path, not its speed."""
+    import numpy as np
+
+    from agent.backends.funaudiochat import FunAudioChatBackend, FunAudioChatPaths
+    from tests.test_funaudiochat_upstream import SOURCE, save_tiny_fun_audio_chat, vocoder
+
+    tmp = Path(tempfile.mkdtemp(prefix="cw-bench-fac-"))
+    started = time.perf_counter()
+    backend = FunAudioChatBackend(
+        paths=FunAudioChatPaths(source_dir=SOURCE, model_dir=save_tiny_fun_audio_chat(tmp),
+                                cosyvoice_dir=tmp, speaker_path=tmp),
+        device="cpu", dtype="float32", max_text_tokens=40, vocoder=vocoder())
+    await backend.load()
+    print(f"tiny Fun-Audio-Chat + CosyVoice3 built and loaded in "
+          f"{time.perf_counter() - started:.1f}s", flush=True)
+    rng = np.random.default_rng(0)
+    audio = [(rng.standard_normal(16000 * 2) * 3000).astype(np.int16).tobytes()
+             for _ in range(turns + 1)]
+    result = await measure(backend, audio)
+    result = {k: v[1:] for k, v in result.items()}  # the first turn warms up
+    report("fun-audio-chat tiny cpu", result, None)
+    print("(random weights: 40 generation steps per turn, 5 speech codes a step; "
+          "token2wav every 15 codes)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--full-size", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fac", action="store_true",
+                        help="tiny Fun-Audio-Chat on upstream's classes (its own venv)")
     args = parser.parse_args()
-    if args.full_size:
+    if args.fac:
+        asyncio.run(fun_audio_chat(args.turns))
+    elif args.full_size:
         asyncio.run(full_size(args.turns, args.device))
     else:
         asyncio.run(local(args.turns))

@@ -271,6 +271,19 @@ async def test_what_was_heard_is_kept_and_history_and_the_30_s_cap_hold(backend)
     await session.close()
 
 
+async def test_special_tokens_in_a_reply_never_reach_the_history(backend):
+    tokenizer = backend.processor.tokenizer
+    ids = tokenizer.convert_tokens_to_ids(["hello", "<|AUDIO|>", "<|audio_pad|>", "there",
+                                           "<|im_start|>", "<|im_end|>"])
+    said = backend.decode_text(ids)
+    assert said.split() == ["hello", "there"]
+    history = BoundedHistory(max_turns=8)
+    history.add(caller_audio=speech(1), agent_text=said)
+    inputs = backend.build_inputs(TurnRequest(audio=speech(1)), history)  # two clips, two
+    assert int((inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<|AUDIO|>")).sum()) \
+        == 10
+
+
 async def test_served_by_a_model_worker_with_a_secret(backend):
     from agent.workers.client import WorkerPool
     from agent.workers.server import ModelWorker

@@ -280,6 +280,15 @@ class FunAudioChatBackend(AudioLLM):
                                 return_token_type_ids=False)
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
+    def decode_text(self, ids: list[int]) -> str:
+        """The reply's text without special tokens, as upstream decodes it for history.
+
+        `skip_special_tokens=True` as in examples/infer_s2s.py: a sampled `<|AUDIO|>` kept
+        in the history would add a placeholder with no audio behind it, and the processor
+        refuses the next turn ("Found 7 <|AUDIO|> tokens ... but received 6 audios").
+        """
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+
     def generation_kwargs(self) -> dict:
         """`generate()` arguments as upstream's web-demo server sets them.
 
@@ -329,9 +338,8 @@ class FunAudioChatSession(AudioLLMSession):
             lambda emit: backend.generate(inputs, TokenStreamer(emit), cancel)
         )
         result = SpeechTurnResult()
-        tokenizer = backend.processor.tokenizer
         async for event in stream_speech_turn(
-            thread=self._thread, cancel=cancel, decode=lambda ids: tokenizer.decode(ids),
+            thread=self._thread, cancel=cancel, decode=backend.decode_text,
             markers=MARKERS, speech_bos=backend.speech_bos, speech_eos=backend.speech_eos,
             window=CodeWindow(backend.vocoder), sample_rate=SAMPLE_RATE, result=result,
         ):
