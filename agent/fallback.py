@@ -8,7 +8,7 @@ turn answered by the fallback, which then carries the rest of the call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from loguru import logger
 
@@ -33,9 +33,13 @@ class FallbackSession(AudioLLMSession):
         primary: AudioLLMSession | None,
         fallback: AudioLLM,
         speak: Callable[[str], tuple[bytes, int]],
+        open_fallback: Callable[[], Awaitable[AudioLLMSession]] | None = None,
     ):
+        """`open_fallback` opens the fallback's session (a flow call's cascade runs the same
+        flow, where the primary left it); by default `fallback.open_session()`."""
         self._primary = primary
         self._fallback_backend = fallback
+        self._open_fallback = open_fallback or fallback.open_session
         self._fallback: AudioLLMSession | None = None
         self._speak = speak  # blocking text-to-speech: (int16 pcm, sample rate)
         self._apology = BUSY_APOLOGY if primary is None else None
@@ -67,7 +71,7 @@ class FallbackSession(AudioLLMSession):
 
     async def _respond_fallback(self, request: TurnRequest) -> AsyncIterator[Event]:
         if self._fallback is None:
-            self._fallback = await self._fallback_backend.open_session()
+            self._fallback = await self._open_fallback()
             self._active = self._fallback
         if self._apology:
             text, self._apology = self._apology, None

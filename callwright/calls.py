@@ -23,7 +23,9 @@ from agent.pipeline import TurnTakingSettings, build_call_worker
 from agent.slot import SlotFallback
 from agent.transcript import TranscribingSession
 from callwright.recording import CallRecording
+from flows.policy import FlowPolicy
 from flows.runtime import FlowRuntime
+from flows.session import FlowSession
 from memory.lifecycle import CallMemory
 from memory.recorder import TurnRecorder
 from memory.store import CallStore
@@ -138,8 +140,11 @@ class CallRunner:
         self, call_id: int, context: CallContext, flow: str | None
     ) -> AudioLLMSession:
         """The backend's session, driven by the flow, behind the fallback when there is one."""
+        flow_run = None
         try:
             primary = await self._open_on(self._backend, call_id, context, flow)
+            if isinstance(primary, FlowSession):
+                flow_run = primary.run
             if self._fallback and not self._backend.capabilities.caller_text:
                 primary = TranscribingSession(inner=primary, transcribe=self._fallback.transcribe)
         except BackendBusy as exc:
@@ -149,8 +154,16 @@ class CallRunner:
             primary = None
         if self._fallback is None:
             return primary
+        open_fallback = None
+        if flow_run is not None:
+            # The flow goes on where the model left it, understood by the flow policy.
+            cascade = self._fallback
+
+            async def open_fallback() -> AudioLLMSession:
+                return await cascade.open_session(policy=FlowPolicy(run=flow_run))
+
         return FallbackSession(primary=primary, fallback=self._fallback,
-                               speak=self._fallback.synthesize)
+                               speak=self._fallback.synthesize, open_fallback=open_fallback)
 
     async def _open_on(
         self, backend: AudioLLM, call_id: int, context: CallContext, flow: str | None

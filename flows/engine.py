@@ -135,6 +135,18 @@ class FlowRun:
     async def on_tool_call(self, name: str, arguments: Mapping) -> FlowTurn:
         return await self._event(lambda out: self._tool_called(name, arguments, out), "tool")
 
+    async def resume(self) -> FlowTurn:
+        """`start()`, or for a run already under way (another model takes the call over
+        mid-way), its last words again."""
+        if not self.path:
+            return await self.start()
+
+        async def again(out: FlowTurn) -> None:
+            if self._last_said:
+                out.said.append(self._last_said)
+
+        return await self._event(again, "resume")
+
     @property
     def node(self) -> Node:
         return self.spec.nodes[self.node_name]

@@ -25,7 +25,7 @@ class FlowPolicy:
         self.run = run
 
     async def opening(self) -> Reply:
-        return reply_of(await self.run.start())
+        return reply_of(await self.run.resume())
 
     async def reply(self, caller_text: str) -> Reply:
         return reply_of(await self.run.on_text(caller_text))

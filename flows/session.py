@@ -109,9 +109,15 @@ class FlowSession(AudioLLMSession):
         given = flow_turn or FlowTurn()
         say, dtmf, transfer_to = given.text, given.dtmf, given.transfer_to
         history = list(request.history)
+        # The call's own context (what memory recalls of the caller) stays beside the node's.
+        call_notes = request.instructions
+
+        def instructions(say: str) -> str:
+            return "\n\n".join(p for p in (node_instructions(self.run, say=say), call_notes) if p)
+
         request = TurnRequest(
             audio=request.audio, history=request.history,
-            instructions=node_instructions(self.run, say=say), tools=node_tools(self.run),
+            instructions=instructions(say), tools=node_tools(self.run),
         )
         self._seeded_node = self.run.node_name
         end_call = False
@@ -137,6 +143,9 @@ class FlowSession(AudioLLMSession):
                         reseed = asyncio.create_task(self._backend.open_session())
                     continue
                 if isinstance(event, EndOfTurn):
+                    if event.error:  # the model failed: the fallback takes this turn
+                        yield event
+                        return
                     break
                 if isinstance(event, CallerText) and event.text:
                     history.append(ContextTurn(role="caller", text=event.text))
@@ -151,7 +160,7 @@ class FlowSession(AudioLLMSession):
                 await self._reseed(await reseed)
             request = TurnRequest(
                 audio=None, history=tuple(history),
-                instructions=node_instructions(self.run, say=say), tools=node_tools(self.run),
+                instructions=instructions(say), tools=node_tools(self.run),
                 tool_results=tuple(results),
             )
         else:
