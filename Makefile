@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e .
 	@touch $@
 
+# The local-llm extra compiles llama.cpp (portable: no -march=native, no curl).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e '.[test]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  $(PIP) -e '.[test,local-llm]'
 	@touch $@
 
 install: $(VENV)/.installed
