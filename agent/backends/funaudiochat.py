@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from loguru import logger
@@ -38,6 +39,9 @@ from agent.backends.streaming import (
 )
 from agent.backends.turns import BoundedHistory, cap_input, tools_prompt
 from agent.backends.vocoder import CodeWindow, Vocoder
+
+if TYPE_CHECKING:  # torch is imported where the worker runs, not at import time
+    import torch
 
 SAMPLE_RATE = 24_000
 HISTORY_TURNS = 8  # as the reference demo; every past caller clip is re-encoded each turn
@@ -99,7 +103,7 @@ class FunAudioChatPaths:
         return cls(**{k: Path(p) for k, p in paths.items()})
 
 
-def load_speaker(path: Path, name: str = DEFAULT_SPEAKER):
+def load_speaker(path: Path, name: str = DEFAULT_SPEAKER) -> torch.Tensor:
     """A 192-d CAM++ x-vector as a (1, 192) tensor.
 
     Args:
@@ -132,7 +136,7 @@ class CosyVoiceVocoder:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, *, model, speaker, device: str):
+    def __init__(self, *, model: Any, speaker: torch.Tensor, device: str):
         import torch
 
         self._torch = torch
