@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(200, gt=0, validation_alias=_env("LLM_MAX_TOKENS"))
     llm_temperature: float | None = Field(None, validation_alias=_env("LLM_TEMPERATURE"))
     llm_seed: int | None = Field(None, validation_alias=_env("LLM_SEED"))
+    llm_tool_choice: str = Field(
+        "", validation_alias=_env("LLM_TOOL_CHOICE"),
+        description='OpenAI tool_choice sent with tools ("auto", "required", "none"); empty: '
+        "the server's default.",
+    )
     llm_local: str = Field(
         "", validation_alias=_env("LLM_LOCAL"),
         description='Start a llama.cpp server on loopback: "smollm2" (the GGUF in the '

@@ -177,6 +177,38 @@ async def test_tool_calls_are_reassembled_and_their_results_go_back(cascade, sta
     assert messages[2]["content"] == "Let me book that."
 
 
+def llama_cpp_tool_chunks(name: str, pieces: list[str]) -> list[str]:
+    """A forced tool call as llama-cpp-python 0.3 streams it: the whole name and the same
+    id in every fragment, a null content, legacy function_call beside tool_calls."""
+    chunks = [{"role": "assistant", "content": None, "function_call": None, "tool_calls": None}]
+    for piece in pieces:
+        call = {"name": name, "arguments": piece}
+        chunks.append({"role": None, "content": None, "function_call": call, "tool_calls": [
+            {"index": 0, "id": f"call__0_{name}_cmpl-1", "type": "function", "function": call}]})
+    return [json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                        "model": "chat-model", "choices": [
+                            {"index": 0, "finish_reason": None, "logprobs": None,
+                             "delta": delta}]}) for delta in chunks] + ["[DONE]"]
+
+
+async def test_tool_calls_as_llama_cpp_streams_them(cascade, standin):
+    standin.replies.append({"raw": llama_cpp_tool_chunks("book_table", ['{"peo', 'ple": ', '4}'])})
+    backend = make_backend(cascade, standin.base_url, tool_choice="book_table")
+    session = await backend.open_session()
+    events = await run_turn(session, TurnRequest(audio=speech_16k("A table for four, please."),
+                                                 tools=(BOOK_TOOL,)))
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert [(c.name, c.arguments) for c in calls] == [("book_table", {"people": 4})]
+    assert calls[0].call_id == "call__0_book_table_cmpl-1" and events[-1] == EndOfTurn()
+    assert standin.requests[0]["tool_choice"] == {"type": "function",
+                                                  "function": {"name": "book_table"}}
+    # Forced only where the caller spoke and the function is offered.
+    results = (ToolResult(call_id=calls[0].call_id, name="book_table", result={"ok": True}),)
+    standin.replies.append("Booked.")
+    await run_turn(session, TurnRequest(audio=None, tool_results=results, tools=(BOOK_TOOL,)))
+    assert "tool_choice" not in standin.requests[1]
+
+
 async def test_barge_in_closes_the_stream_and_keeps_what_was_heard(cascade, standin):
     standin.token_delay_s = 0.1
     standin.replies.append("Our menu changes every week. " + "We have many dishes. " * 20)

@@ -72,6 +72,9 @@ class ChatLLMBackend(AudioLLM):
         temperature: Sampling temperature; None leaves the server's default.
         seed: Sampling seed, for servers that honour one (reproducible tests).
         history_messages: Past messages re-sent each turn (the instructions always are).
+        tool_choice: OpenAI's `tool_choice` ("auto", "required", "none"), sent with tools;
+            or a function's name, which forces that call on turns where the caller spoke
+            and it is offered (llama.cpp constrains the call with a grammar then).
         on_load: Awaited by `load()` first, e.g. to start a local server.
         on_close: Awaited by `close()` last.
     """
@@ -94,6 +97,7 @@ class ChatLLMBackend(AudioLLM):
         temperature: float | None = None,
         seed: int | None = None,
         history_messages: int = 24,
+        tool_choice: str | None = None,
         on_load: Callable[[], Any] | None = None,
         on_close: Callable[[], Any] | None = None,
     ):
@@ -112,6 +116,7 @@ class ChatLLMBackend(AudioLLM):
         self.temperature = temperature
         self.seed = seed
         self.history_messages = history_messages
+        self.tool_choice = tool_choice
         self._on_load = on_load
         self._on_close = on_close
 
@@ -216,6 +221,15 @@ class ChatLLMSession(AudioLLMSession):
             self._messages.append({"role": "tool", "tool_call_id": result.call_id,
                                    "content": json.dumps(result.result, ensure_ascii=False)})
 
+    def _tool_choice(self, request: TurnRequest, tools: list[dict]) -> str | dict | None:
+        choice = self._backend.tool_choice
+        if not choice or choice in ("auto", "required", "none"):
+            return choice
+        caller_spoke = request.audio is not None or request.dtmf
+        if caller_spoke and any(t["function"].get("name") == choice for t in tools):
+            return {"type": "function", "function": {"name": choice}}
+        return None
+
     def _request_messages(self, request: TurnRequest) -> list[dict]:
         system = "\n\n".join(p for p in (
             request.instructions.strip() or DEFAULT_ROLE, PHONE_STYLE) if p)
@@ -230,6 +244,8 @@ class ChatLLMSession(AudioLLMSession):
         extra: dict[str, Any] = {}
         if request.tools:
             extra["tools"] = openai_tools(request.tools)
+            if choice := self._tool_choice(request, extra["tools"]):
+                extra["tool_choice"] = choice
         if backend.temperature is not None:
             extra["temperature"] = backend.temperature
         if backend.seed is not None:
@@ -283,7 +299,11 @@ class ChatLLMSession(AudioLLMSession):
                     entry = calls.setdefault(call.index or 0, {"id": "", "name": "", "args": ""})
                     entry["id"] = call.id or entry["id"]
                     if call.function:
-                        entry["name"] += call.function.name or ""
+                        # OpenAI names a call in its first fragment; llama.cpp repeats the
+                        # whole name in every one.
+                        name = call.function.name or ""
+                        if name != entry["name"]:
+                            entry["name"] += name
                         entry["args"] += call.function.arguments or ""
                 for sentence in sentences.push(content):
                     async for event in self._say(sentence, said, reply):
