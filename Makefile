@@ -47,6 +47,7 @@ lint: install-test
 
 test: install-test system-deps lint
 	$(PY) -m pytest
+	@$(MAKE) --no-print-directory fac-test  # says NOT RUN unless FAC_SRC names the source
 
 bench: install-test system-deps
 	$(PY) bench/voice_to_voice.py
