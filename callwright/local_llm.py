@@ -103,6 +103,9 @@ class LlamaServer:
             sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
             "--model_alias", self.alias, "--host", self.host, "--port", str(self.port),
             "--n_ctx", str(self.context), "--chat_format", self.chat_format,
+            # It serves one request at a time; by default a new one cuts the running one
+            # short, which would end one call's reply when another call asks.
+            "--interrupt_requests", "false",
         ]
         if self.threads:
             command += ["--n_threads", str(self.threads)]

@@ -415,3 +415,36 @@ async def test_a_server_killed_mid_reply_fails_the_turn_at_once(cascade, tmp_pat
     finally:
         process.kill()
         process.wait()
+
+
+def test_settings_make_the_backend(tmp_path):
+    from agent.cascade import EmbeddedCascade
+    from callwright.audio_llm import create_audio_llm
+    from callwright.settings import Settings
+
+    cascade = EmbeddedCascade(host=None, policy_factory=None)
+    settings = Settings(AUDIO_LLM_BACKEND="llm", LLM_URL="http://127.0.0.1:9/v1",
+                        LLM_MODEL="m", LLM_API_KEY="sk-secret", LLM_FIRST_TOKEN_TIMEOUT="30",
+                        MODEL_TIMEOUT_SECONDS="20", LLM_TOOL_CHOICE="auto",
+                        CALLWRIGHT_DATA_DIR=str(tmp_path))
+    backend = create_audio_llm(settings, cascade)
+    assert isinstance(backend, ChatLLMBackend) and backend.capabilities.tools
+    assert backend.first_token_timeout_s < 20  # else the slot would give up on the call
+    assert backend.tool_choice == "auto" and backend.client.api_key == "sk-secret"
+    assert "sk-secret" not in repr(settings)
+    with pytest.raises(ValueError, match="LLM_URL"):
+        create_audio_llm(Settings(AUDIO_LLM_BACKEND="llm"), cascade)
+
+
+def test_a_local_model_is_named_clearly_when_missing(tmp_path):
+    from callwright.local_llm import LlamaServer, LocalLLMError, resolve_gguf
+
+    with pytest.raises(LocalLLMError, match="no GGUF model file"):
+        resolve_gguf(str(tmp_path / "nothing.gguf"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_gguf(str(gguf)) == gguf
+    server = LlamaServer(model_path=gguf, alias="m")
+    command = server.command()
+    assert command[1:3] == ["-m", "llama_cpp.server"] and "127.0.0.1" in command
+    assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
