@@ -58,5 +58,6 @@ def create_chat_llm(settings: Settings, cascade: EmbeddedCascade) -> AudioLLM:
         base_url=url, model=model, api_key=key.get_secret_value() if key else None,
         transcribe=cascade.transcribe, speak=cascade.synthesize, first_token_timeout_s=timeout,
         max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
-        seed=settings.llm_seed, tool_choice=settings.llm_tool_choice or None, **hooks,
+        seed=settings.llm_seed, tool_choice=settings.llm_tool_choice or None,
+        persona=settings.llm_instructions, **hooks,
     )

@@ -221,6 +221,10 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(200, gt=0, validation_alias=_env("LLM_MAX_TOKENS"))
     llm_temperature: float | None = Field(None, validation_alias=_env("LLM_TEMPERATURE"))
     llm_seed: int | None = Field(None, validation_alias=_env("LLM_SEED"))
+    llm_instructions: str = Field(
+        "You are a friendly phone assistant.", validation_alias=_env("LLM_INSTRUCTIONS"),
+        description="Who the agent is on calls without a flow (a flow's role_message instead).",
+    )
     llm_tool_choice: str = Field(
         "", validation_alias=_env("LLM_TOOL_CHOICE"),
         description='OpenAI tool_choice sent with tools ("auto", "required", "none"); empty: '

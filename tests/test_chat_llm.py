@@ -106,7 +106,9 @@ async def test_a_turn_is_heard_thought_and_spoken(cascade, standin):
     assert said(events) == "Hello, this is the front desk. How can I help?"
     opening = standin.requests[0]
     assert opening["stream"] is True and opening["stream_options"] == {"include_usage": True}
-    assert "Luigi's" in opening["messages"][0]["content"]  # the request's instructions
+    system = opening["messages"][0]["content"]
+    assert "You work at Luigi's" in system  # the request's instructions, after the persona
+    assert system.startswith("You are a friendly phone assistant.")
     assert opening["messages"][0]["role"] == "system"
 
     events = await run_turn(session, TurnRequest(audio=speech_16k("Do you deliver on weekends?"),

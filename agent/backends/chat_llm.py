@@ -44,6 +44,8 @@ DEFAULT_ROLE = "You are a friendly phone assistant."
 OPENING_PROMPT = "(The caller has just connected. Greet them briefly.)"
 GO_ON_PROMPT = "(The call goes on. Say what your instructions ask you to say now.)"
 SILENCE_PROMPT = "(The caller has said nothing for a while.)"
+# Instructions that say who the agent is (a flow's role_message does); else the persona leads.
+_NAMES_ROLE = re.compile(r"^\s*(you are|you're)\b", re.I | re.M)
 # Markdown a chat model may write that Piper would read out or stumble on.
 _MARKUP = re.compile(r"[*_#`~|>]+|\[(?:[^\]]*)\]\((?:[^)]*)\)")
 
@@ -72,6 +74,8 @@ class ChatLLMBackend(AudioLLM):
         temperature: Sampling temperature; None leaves the server's default.
         seed: Sampling seed, for servers that honour one (reproducible tests).
         history_messages: Past messages re-sent each turn (the instructions always are).
+        persona: Who the agent is, put before instructions that do not say (a call
+            without a flow gets only what memory recalls).
         tool_choice: OpenAI's `tool_choice` ("auto", "required", "none"), sent with tools;
             or a function's name, which forces that call on turns where the caller spoke
             and it is offered (llama.cpp constrains the call with a grammar then).
@@ -98,6 +102,7 @@ class ChatLLMBackend(AudioLLM):
         seed: int | None = None,
         history_messages: int = 24,
         tool_choice: str | None = None,
+        persona: str = DEFAULT_ROLE,
         on_load: Callable[[], Any] | None = None,
         on_close: Callable[[], Any] | None = None,
     ):
@@ -117,6 +122,7 @@ class ChatLLMBackend(AudioLLM):
         self.seed = seed
         self.history_messages = history_messages
         self.tool_choice = tool_choice
+        self.persona = persona
         self._on_load = on_load
         self._on_close = on_close
 
@@ -231,8 +237,9 @@ class ChatLLMSession(AudioLLMSession):
         return None
 
     def _request_messages(self, request: TurnRequest) -> list[dict]:
-        system = "\n\n".join(p for p in (
-            request.instructions.strip() or DEFAULT_ROLE, PHONE_STYLE) if p)
+        instructions = request.instructions.strip()
+        persona = "" if _NAMES_ROLE.search(instructions) else self._backend.persona
+        system = "\n\n".join(p for p in (persona, instructions, PHONE_STYLE) if p)
         past = self._messages[:self._turn_start][-self._backend.history_messages:]
         return [{"role": "system", "content": system},
                 *well_formed([*past, *self._messages[self._turn_start:]])]
