@@ -10,10 +10,13 @@ token and its tokens.
 from __future__ import annotations
 
 import asyncio
+import re
 
+import httpx
 import pytest
 
 from agent.fallback import FAILURE_APOLOGY
+from tests.admin_seed import PASSWORD, add_user
 from tests.openai_standin import OpenAIStandIn
 from tests.support import caller, speech_8k, start_server, transcribe_8k, words
 
@@ -69,8 +72,26 @@ async def test_a_flow_call_on_a_chat_model_that_dies(tmp_path, rest_standin):
         assert "falling back" in server.log() and "LLM_API_KEY" not in server.log()
         assert standin.requests[0]["messages"][0]["content"].startswith("You are the friendly "
                                                                         "host at Luigi's")
+        page = await admin_call_page(server, call["id"])
+        first = by_model[0]
+        assert (f"LLM first token {first['llm_first_token_ms']} ms · {first['llm_tokens_in']} "
+                f"tokens in · {first['llm_tokens_out']} out") in page
     finally:
         dying.cancel()
         server.stop()
         if standin.completed < 3:
             await standin.stop()
+
+
+async def admin_call_page(server, call_id: int) -> str:
+    """The admin site's page for a call, signed in as a supervisor."""
+    await asyncio.to_thread(add_user, server, "sue", "supervisor")
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        form = await client.get("/admin/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        signin = {"cookie": f"cw_admin_signin={form.cookies['cw_admin_signin']}"}
+        signed_in = await client.post("/admin/login", headers=signin, data={
+            "csrf_token": token, "username": "sue", "password": PASSWORD})
+        assert signed_in.status_code == 303
+        cookie = {"cookie": signed_in.headers["set-cookie"].split(";", 1)[0]}
+        return (await client.get(f"/admin/calls/{call_id}", headers=cookie)).text
