@@ -75,6 +75,7 @@ class OpenAIStandIn(LocalServer):
         self.first_token_delay_s = 0.0  # before the first chunk: a slow server
         self.replies: deque[str | dict] = deque()
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []  # each completion's Authorization header
         self.completed = 0
         self.aborted = 0
 
@@ -127,6 +128,7 @@ class OpenAIStandIn(LocalServer):
             if options is not None and not isinstance(options.get("include_usage"), bool):
                 return _error("stream_options.include_usage must be a boolean")
             self.requests.append(body)
+            self.authorizations.append(request.headers.get("authorization"))
             reply = self.replies.popleft() if self.replies else (
                 f"I heard {heard:.1f} seconds of audio. How can I help you?")
             if isinstance(reply, dict) and "status" in reply:

@@ -34,6 +34,7 @@ async def test_a_flow_call_on_a_chat_model_that_dies(tmp_path, rest_standin):
     server = await asyncio.to_thread(
         start_server, tmp_path, rest_url=rest_standin.base_url, AUDIO_LLM_BACKEND="llm",
         LLM_URL=standin.base_url, LLM_MODEL="chat-model", LLM_FIRST_TOKEN_TIMEOUT="3",
+        LLM_API_KEY="sk-test-0123456789",
         DEFAULT_FLOW="restaurant",
     )
 
@@ -69,7 +70,8 @@ async def test_a_flow_call_on_a_chat_model_that_dies(tmp_path, rest_standin):
         moved = next(t for t in agent if "how many people" in t["text"].lower())
         assert moved["llm_tokens_out"] >= 2
         assert any(FAILURE_APOLOGY in t["planned_text"] for t in agent)
-        assert "falling back" in server.log() and "LLM_API_KEY" not in server.log()
+        assert "falling back" in server.log() and "sk-test-0123456789" not in server.log()
+        assert set(standin.authorizations) == {"Bearer sk-test-0123456789"}
         assert standin.requests[0]["messages"][0]["content"].startswith("You are the friendly "
                                                                         "host at Luigi's")
         page = await admin_call_page(server, call["id"])
