@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.websockets import WebSocketState
 from loguru import logger
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from twilio.request_validator import RequestValidator
@@ -21,11 +21,25 @@ from telephony.lines import Lines
 from telephony.numbers import mask_number
 from telephony.twilio_control import TwilioCallControl
 from telephony.twilio_rest import TwilioAccount, hang_up
-from telephony.twilio_serializer import TwilioMediaStreamSerializer
+from telephony.twilio_serializer import (
+    INVALID_PAYLOAD,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    UNSUPPORTED_DATA,
+    BadMessage,
+    TwilioMediaStreamSerializer,
+    describe,
+    parse_message,
+)
 from telephony.twilio_transport import TwilioWebsocketTransport
 
 TWILIO_SAMPLE_RATE = 8000
-POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+# What a refused stream is told in its close frame; the log has the details. Fixed words,
+# so nothing a caller sent is echoed back (a close reason holds at most 123 bytes).
+CLOSE_REASONS = {UNSUPPORTED_DATA: "binary frame", INVALID_PAYLOAD: "not JSON",
+                 POLICY_VIOLATION: "no valid start event", MESSAGE_TOO_BIG: "message too big",
+                 INTERNAL_ERROR: "internal error"}
 START_TIMEOUT_S = 10.0
 FINISH_RETRY_S = 120.0  # how long a call's final state waits for an absent database
 BUSY_MESSAGE = "All our lines are busy right now. Please call again later. Goodbye."
@@ -149,6 +163,7 @@ def create_router(
 
     @router.websocket("/stream")
     async def stream(websocket: WebSocket) -> None:
+        """Twilio's Media Stream for one call; whatever arrives, it ends with a close code."""
         signature = websocket.headers.get("x-twilio-signature", "")
         if not validator.validate(config.stream_url, {}, signature):
             logger.warning("media stream: bad or missing signature on the upgrade")
@@ -156,27 +171,51 @@ def create_router(
             return
         await websocket.accept()
         try:
-            start = await asyncio.wait_for(_read_start(websocket), START_TIMEOUT_S)
-        except (TimeoutError, ValueError, KeyError, WebSocketDisconnect) as exc:
-            logger.warning(f"media stream: no valid start ({exc!r}); closing")
-            await _close(websocket, "no valid start event")
+            await serve_stream(websocket)
+        except Exception:
+            # Whatever breaks, the far end hears a close code, not a dropped connection.
+            logger.exception(f"media stream: failed; closing with {INTERNAL_ERROR}")
+            await _close(websocket, INTERNAL_ERROR)
+
+    async def serve_stream(websocket: WebSocket) -> None:
+        """Check the `start` event and its token, then run the call on this stream."""
+        try:
+            start = await asyncio.wait_for(
+                _read_start(websocket, config.max_message_bytes), START_TIMEOUT_S
+            )
+        except BadMessage as exc:
+            logger.warning(f"media stream: refused before start: {exc.why}; "
+                           f"closing with {exc.code}")
+            await _close(websocket, exc.code)
+            return
+        except TimeoutError:
+            logger.warning(f"media stream: no start within {START_TIMEOUT_S:.0f} s; "
+                           f"closing with {POLICY_VIOLATION}")
+            await _close(websocket, POLICY_VIOLATION)
+            return
+        except WebSocketDisconnect as exc:  # the peer left, or the websocket layer refused
+            logger.warning(f"media stream: closed before start (code {exc.code})")
             return
         call_sid, stream_sid = start["callSid"], start["streamSid"]
         params = start.get("customParameters")
         params = params if isinstance(params, dict) else {}
         try:
+            if not isinstance(params.get("token"), str | None):
+                raise tokens.TokenError("stream token is not a string")
             token = tokens.verify(config.signing_key, params.get("token"))
             if token.call_sid != call_sid:
                 raise tokens.TokenError("stream token was issued for another call")
         except tokens.TokenError as exc:
-            logger.warning(f"call {call_sid}: refused stream: {exc}")
-            await _close(websocket, str(exc))
+            logger.warning(f"call {call_sid[:40]}: refused stream: {exc}; "
+                           f"closing with {POLICY_VIOLATION}")
+            await _close(websocket, POLICY_VIOLATION, str(exc))
             return
         call_id = await store.claim_stream(call_sid=call_sid, nonce=token.nonce,
                                            stream_sid=stream_sid)
         if call_id is None:
-            logger.warning(f"call {call_sid}: refused stream: token already used")
-            await _close(websocket, "stream token already used")
+            logger.warning(f"call {call_sid}: refused stream: token already used; "
+                           f"closing with {POLICY_VIOLATION}")
+            await _close(websocket, POLICY_VIOLATION, "stream token already used")
             return
 
         serializer = TwilioMediaStreamSerializer(
@@ -200,7 +239,8 @@ def create_router(
         async def _on_disconnected(_transport, _ws):
             dropped.set()
 
-        answered_by = str(params.get("answeredBy") or "") or None
+        answered_by = params.get("answeredBy")
+        answered_by = answered_by if isinstance(answered_by, str) and answered_by else None
         control = TwilioCallControl(account=config.account, call_sid=call_sid,
                                     transfer_allow=config.transfer_allow)
         call = await store.call_by_sid(call_sid)
@@ -290,26 +330,37 @@ async def _finish(store: CallStore, call_id: int, **fields) -> None:
             delay = min(delay * 2, 10.0)
 
 
-async def _read_start(websocket: WebSocket) -> dict:
-    """Read `connected` then `start`; anything else first is a protocol error."""
+async def _read_start(websocket: WebSocket, max_bytes: int) -> dict:
+    """Read `connected` then `start`; anything else first is refused.
+
+    Raises:
+        BadMessage: A message that is not `connected` or a valid `start`, with its close code.
+        WebSocketDisconnect: The peer closed, or the websocket layer refused a frame
+            (invalid UTF-8: 1007; over its size limit: 1009).
+    """
     while True:
-        text = await websocket.receive_text()
-        message = json.loads(text)
-        if not isinstance(message, dict):
-            raise ValueError("message is not an object")
+        received = await websocket.receive()
+        if received["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
+        data = received.get("text")
+        message = parse_message(received.get("bytes") or b"" if data is None else data, max_bytes)
         event = message.get("event")
         if event == "connected":
             continue
         start = message.get("start")
         if event != "start" or not isinstance(start, dict):
-            raise ValueError(f"expected start, got {str(event)[:40]!r}")
+            raise BadMessage(POLICY_VIOLATION, f"expected start, got {describe(event)}")
         if not all(isinstance(start.get(k), str) for k in ("callSid", "streamSid")):
-            raise ValueError("start without callSid/streamSid")
+            raise BadMessage(POLICY_VIOLATION, "start without callSid/streamSid")
         return start
 
 
-async def _close(websocket: WebSocket, reason: str) -> None:
+async def _close(websocket: WebSocket, code: int, reason: str | None = None) -> None:
+    """Close with `code` unless the connection is already gone."""
+    if websocket.client_state != WebSocketState.CONNECTED:
+        return  # the peer closed first, or the websocket layer refused the stream
+    text = (reason or CLOSE_REASONS.get(code, "")).encode()[:120].decode(errors="ignore")
     try:
-        await websocket.close(code=POLICY_VIOLATION, reason=reason[:120])
-    except RuntimeError:
-        pass  # already closed by the peer
+        await websocket.close(code=code, reason=text)
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # closed by the peer meanwhile

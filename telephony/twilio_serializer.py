@@ -21,6 +21,66 @@ from agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
 
 _KNOWN_EVENTS = {"connected", "start", "media", "dtmf", "mark", "stop"}
 
+# Websocket close codes (RFC 6455 §7.4.1) for what a stream message can be refused for.
+UNSUPPORTED_DATA = 1003  # a binary frame: Twilio sends only text
+INVALID_PAYLOAD = 1007  # text that is not JSON
+POLICY_VIOLATION = 1008  # JSON, but not the Twilio event expected
+MESSAGE_TOO_BIG = 1009  # over the size limit, or nested past what the parser handles
+
+
+class BadMessage(ValueError):
+    """A stream message that is not a Twilio event object.
+
+    Attributes:
+        code: The websocket close code the message earns when the stream is refused for it.
+        why: What is wrong with it, for the log.
+    """
+
+    def __init__(self, code: int, why: str):
+        super().__init__(why)
+        self.code, self.why = code, why
+
+
+def parse_message(data: str | bytes, max_bytes: int) -> dict:
+    """Parse one Media Streams message into its JSON object, whatever arrived.
+
+    Args:
+        data: The websocket message: text, or bytes for a binary frame.
+        max_bytes: The largest message accepted, in UTF-8 bytes.
+
+    Returns:
+        The message's JSON object (its `event` is not checked here).
+
+    Raises:
+        BadMessage: For a binary frame, an oversized or too deeply nested message,
+            text that is not JSON, or JSON that is not an object.
+    """
+    if isinstance(data, bytes):
+        raise BadMessage(UNSUPPORTED_DATA, f"binary frame of {len(data)} bytes (Twilio sends text)")
+    # The limit is in bytes; only non-ASCII text needs encoding to measure it.
+    size = len(data) if data.isascii() else len(data.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise BadMessage(MESSAGE_TOO_BIG, f"message of {size} bytes exceeds {max_bytes}")
+    try:
+        message = json.loads(data)
+    except RecursionError:  # json recurses per level: [[[[... past ~1000 levels
+        raise BadMessage(MESSAGE_TOO_BIG, "JSON nested too deeply to parse") from None
+    except ValueError as exc:  # also integers past Python's 4300-digit limit
+        why = f"invalid JSON ({str(exc)[:60]}): {data[:80]!r}"
+        raise BadMessage(INVALID_PAYLOAD, why) from None
+    if not isinstance(message, dict):
+        raise BadMessage(POLICY_VIOLATION, f"JSON {type(message).__name__} is not an event object")
+    return message
+
+
+def describe(value: object) -> str:
+    """A short, safe description of a parsed JSON value for the log.
+
+    Only a string is quoted: the repr of JSON nested nearly as deep as the parser allows
+    would itself exceed the recursion limit.
+    """
+    return repr(value[:40]) if isinstance(value, str) else type(value).__name__
+
 
 class TwilioMediaStreamSerializer(TwilioFrameSerializer):
     """Skips and logs (with the call SID) anything that is not a well-formed Twilio event.
@@ -70,22 +130,15 @@ class TwilioMediaStreamSerializer(TwilioFrameSerializer):
         return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
-        if isinstance(data, bytes):
-            self._skip(f"binary frame of {len(data)} bytes (Twilio sends text)")
-            return None
-        if len(data) > self._max_bytes:
-            self._skip(f"message of {len(data)} bytes exceeds {self._max_bytes}")
-            return None
         try:
-            message = json.loads(data)
-        except ValueError:
-            self._skip(f"invalid JSON: {data[:80]!r}")
+            message = parse_message(data, self._max_bytes)
+        except BadMessage as exc:
+            self._skip(exc.why)
             return None
-        if not isinstance(message, dict) or message.get("event") not in _KNOWN_EVENTS:
-            event = message.get("event") if isinstance(message, dict) else type(message).__name__
-            self._skip(f"unknown event {str(event)[:40]!r}")
+        event = message.get("event")
+        if not isinstance(event, str) or event not in _KNOWN_EVENTS:  # a list is unhashable
+            self._skip(f"unknown event {describe(event)}")
             return None
-        event = message["event"]
         body = message.get(event)
         if event in ("media", "dtmf", "mark") and not isinstance(body, dict):
             self._skip(f"{event} without a {event!r} object")

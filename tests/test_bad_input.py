@@ -5,6 +5,7 @@ import json
 
 import httpx
 import pytest
+import websockets
 
 from telephony.emulator import CallResult, StreamSession, TwilioCaller
 from tests.support import caller, speech_8k
@@ -23,6 +24,8 @@ GARBAGE: list[str | bytes] = [
     json.dumps({"event": "media", "media": {"payload": "QUJD" * 30_000}}),  # 120 KB
     b"\x00\x01binary frame",
     "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+    "[" * 30_000 + "]" * 30_000,  # within the size limit, too deep for json to parse
+    json.dumps({"event": ["a", "list"]}),
 ]
 
 
@@ -84,7 +87,8 @@ async def test_garbage_is_skipped_while_another_call_runs(server):
     assert health["active_calls"] == 0, health
     log = server.log()
     for reason in ("invalid JSON", "unknown event", "not base64", "binary frame",
-                   "exceeds", "without a payload", "dtmf without a digit", "mark without"):
+                   "exceeds", "without a payload", "dtmf without a digit", "mark without",
+                   "nested too deeply"):
         assert f"call {bad.call_sid}: skipped" in log and reason in log, reason
 
 
@@ -120,3 +124,50 @@ async def test_a_call_dropped_while_starting_leaves_nothing_running(server):
     log = server.log()[logged:]
     assert log.count("peer disconnected") == 3, log[-2000:]
     assert "dangling tasks" not in log, log[-2000:]
+
+
+def _start(twilio: TwilioCaller, custom: dict) -> str:
+    return json.dumps(twilio.start_message(custom))
+
+
+async def test_hostile_frames_before_start_are_refused_with_a_code(server):
+    """Whatever comes instead of `start` is refused with a close code and a log line; the
+    handler never dies and drops the connection (1006), as it did on deep JSON nesting."""
+    connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    twilio = caller(server)
+    cases: list[tuple[str, list[str | bytes], int]] = [
+        ("100k nested lists", ["[" * 100_000 + "]" * 100_000], 1009),  # also over 64 KB
+        ("30k nested objects", ['{"a":' * 30_000 + "1" + "}" * 30_000], 1009),
+        ("30k nested lists", ["[" * 30_000 + "]" * 30_000], 1009),  # within 64 KB
+        ("10k nested objects", [connected, '{"a":' * 10_000 + "1" + "}" * 10_000], 1009),
+        ("nested start", ['{"event":"start","start":' + "[" * 20_000 + "]" * 20_000 + "}"],
+         1009),
+        ("over the socket limit", ["x" * (2 << 20)], 1009),
+        ("binary frame", [connected, b'{"event": "start"}'], 1003),
+        ("not UTF-8", [b'{"event": "\xff"}'], 1007),
+        ("BOM", ["\ufeff" + connected], 1007),
+        ("huge integer", ["9" * 5000], 1007),
+        ("not an object", [json.dumps(["connected"])], 1008),
+        ("event not a string", [json.dumps({"event": [[["start"]]]})], 1008),
+        ("token not a string", [_start(twilio, {"token": 5})], 1008),
+        ("token an object", [_start(twilio, {"token": {"a": [1]}})], 1008),
+    ]
+    url = f"{server.env['PUBLIC_URL'].replace('https', 'wss')}/twilio/stream"
+    logged = len(server.log())
+    codes = {}
+    for name, frames, _ in cases:
+        async with twilio.connect(url) as ws:
+            try:
+                for frame in frames:
+                    # Bytes that are not UTF-8 go as a text frame: the websocket layer's case.
+                    await ws.send(frame, text=isinstance(frame, str) or name == "not UTF-8")
+                await asyncio.wait_for(ws.recv(), 10)
+            except websockets.ConnectionClosed:
+                pass  # refused, maybe while the frame was still being sent
+            codes[name] = ws.close_code
+    assert codes == {name: code for name, _, code in cases}
+    log = server.log()[logged:]
+    assert "nested too deeply to parse; closing with 1009" in log
+    assert "stream token is not a string; closing with 1008" in log
+    assert "Exception in ASGI application" not in log, log[-3000:]
+    assert server.process.poll() is None

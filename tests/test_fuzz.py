@@ -7,6 +7,8 @@ id, and the well-behaved call running at the same time must complete in full.
 import asyncio
 import base64
 import json
+from collections import Counter
+from dataclasses import dataclass
 
 import httpx
 import psutil
@@ -15,6 +17,8 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from callwright.cli import WS_MAX_BYTES
+from callwright.settings import Settings
 from telephony.emulator import TwilioCaller
 from tests.support import caller, speech_8k
 
@@ -155,3 +159,236 @@ async def test_fuzzed_traffic_beside_a_good_call(server):
     assert growth_mb < 150, f"server grew by {growth_mb:.0f} MB"
     log = server.log()
     assert any(f"call {sid}: skipped" in log for sid in sids)
+
+
+# Hostile shapes: nesting depth, sizes around both limits, encodings. Each frame carries
+# the close code it earns before `start` (the stream is refused) and after it (skipped,
+# unless the websocket layer itself refuses it). A dropped connection (1006) or an
+# internal error (1011) is never right.
+MESSAGE_LIMIT = Settings.model_fields["max_message_bytes"].default
+# json recurses per level: it parses the first depth, and past the recursion limit (1000;
+# torch's inductor lifts it to 2000) refuses the second.
+PARSED_DEPTH, REFUSED_DEPTH = 400, 2500
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile frame and the close codes it earns."""
+
+    kind: str  # "family: details"
+    data: str | bytes
+    text: bool  # a text frame (bytes here: not UTF-8)
+    before: frozenset[int]  # codes the server may close with when it comes before `start`
+    after: int | None  # the code after `start`; None: skipped, and the call goes on
+
+    def __repr__(self) -> str:  # a failing example must not print megabytes
+        return f"Hostile({self.kind}, {len(self.data)} {type(self.data).__name__}: " \
+               f"{self.data[:60]!r})"
+
+
+def _text(kind: str, text: str, before: set[int]) -> Hostile:
+    """A valid UTF-8 text frame: the size limits come first, then what it says."""
+    size = len(text.encode())
+    if size > WS_MAX_BYTES:
+        return Hostile(kind, text, True, frozenset({1009}), 1009)
+    if size > MESSAGE_LIMIT:
+        return Hostile(kind, text, True, frozenset({1009}), None)
+    return Hostile(kind, text, True, frozenset(before), None)
+
+
+def _nested(depth: int, shape: str, wrap: str) -> Hostile:
+    if shape == "list":
+        inner = "[" * depth + "]" * depth
+    elif shape == "object":
+        inner = '{"a":' * depth + "1" + "}" * depth
+    else:
+        half = (depth + 1) // 2
+        inner, depth = '{"a":[' * half + "]}" * half, 2 * half
+    text = {"bare": inner, "event": '{"event":' + inner + "}",
+            "start": '{"event":"start","start":' + inner + "}",
+            "media": '{"event":"media","media":{"payload":' + inner + "}}"}[wrap]
+    depth += {"bare": 0, "event": 1, "start": 1, "media": 2}[wrap]
+    refused = {1009} if depth > REFUSED_DEPTH else {1008} if depth < PARSED_DEPTH else {1008, 1009}
+    return _text(f"nesting: {shape} {depth} deep in {wrap}", text, refused)
+
+
+def _sized(size: int, char: str) -> Hostile:
+    """A media event of about `size` bytes: no payload, padded with `char`."""
+    head, tail = '{"event":"media","media":{"track":"inbound","payload":"","pad":"', '"}}'
+    room = max(0, size - len(head) - len(tail))
+    return _text(f"size: media of {size} bytes in {char!r}",
+                 head + char * (room // len(char.encode())) + tail, {1008})
+
+
+def _huge_number(digits: int, fraction: bool, wrap: bool) -> Hostile:
+    number = "9" * digits + (".5" if fraction else "")
+    text = '{"event":"media","media":{"payload":' + number + "}}" if wrap else number
+    # Integers past Python's 4300-digit limit do not parse; floats just become inf.
+    return _text(f"number: {digits} digits", text, {1007} if digits > 4300 and not fraction
+                 else {1008})
+
+
+_event_json = st.sampled_from(["connected", "start", "media", "stop"]).map(
+    lambda e: json.dumps({"event": e, e: {"callSid": "CA0", "streamSid": "MZ0", "payload": ""}})
+)
+_not_utf8 = st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                             b"\xc0\xaf", b"\xe2\x82"])  # bad byte, surrogate, overlong, cut
+FAMILIES = {
+    "nesting": st.builds(
+        _nested, st.integers(1, 200_000) | st.sampled_from(
+            [PARSED_DEPTH, REFUSED_DEPTH, 10_000, 30_000, 100_000]),
+        st.sampled_from(["list", "object", "mixed"]),
+        st.sampled_from(["bare", "event", "start", "media"])),
+    "size": st.builds(
+        _sized, st.sampled_from([0, MESSAGE_LIMIT - 1, MESSAGE_LIMIT, MESSAGE_LIMIT + 1,
+                                 WS_MAX_BYTES - 1, WS_MAX_BYTES, WS_MAX_BYTES + 1,
+                                 2 * WS_MAX_BYTES]) | st.integers(0, 2 * WS_MAX_BYTES),
+        st.sampled_from(["x", "é", "€", "😀"])),
+    "number": st.builds(_huge_number, st.integers(300, 60_000), st.booleans(), st.booleans()),
+    # Encodings: binary frames (even of valid JSON), text that is not UTF-8, a BOM.
+    "binary": (st.binary(max_size=512) | _event_json.map(str.encode)
+               | _event_json.map(lambda t: t.encode("utf-16"))).map(
+        lambda b: Hostile("binary: frame", b, False, frozenset({1003}), None)),
+    "not UTF-8": st.builds(
+        lambda a, bad, b: Hostile("not UTF-8: text frame", a.encode() + bad + b.encode(), True,
+                                  frozenset({1007}), 1007),
+        _event_json, _not_utf8, st.text(max_size=20)),
+    "BOM": _event_json.map(lambda t: _text("BOM: before JSON", "\ufeff" + t, {1007})),
+    "not an object": json_values.filter(lambda v: not isinstance(v, dict)).map(
+        lambda v: _text("not an object: JSON", json.dumps(v), {1008})),
+    "event not a string": json_values.filter(lambda v: not isinstance(v, str)).map(
+        lambda v: _text("event not a string: JSON", json.dumps({"event": v}), {1008})),
+}
+ALWAYS_WRONG = {1006, 1011}
+
+
+async def _send(ws, frame: Hostile) -> None:
+    await ws.send(frame.data, text=frame.text)
+
+
+async def _server_close(ws, timeout_s: float = 10.0) -> int | None:
+    """The code the server closes with, reading whatever else comes; None if it stays open."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout_s)
+    except websockets.ConnectionClosed:
+        return ws.close_code
+    except TimeoutError:
+        return None
+
+
+async def _hostile_before_start(server, frame: Hostile, connected: bool) -> int | None:
+    """One hostile frame in place of `start` (the server refuses at the first)."""
+    twilio = caller(server)
+    url = f"{server.env['PUBLIC_URL'].replace('https', 'wss')}/twilio/stream"
+    async with twilio.connect(url) as ws:
+        try:
+            if connected:
+                await ws.send(json.dumps({"event": "connected", "protocol": "Call",
+                                          "version": "1.0.0"}))
+            await _send(ws, frame)
+        except websockets.ConnectionClosed:
+            pass
+        return await _server_close(ws)
+
+
+async def _hostile_after_start(server, frames: list[Hostile]) -> tuple[str, int | None]:
+    twilio = caller(server)
+    async with httpx.AsyncClient() as client:  # stay within the server's lines
+        while (await client.get(f"{server.url}/healthz")).json()["active_calls"] > 3:
+            await asyncio.sleep(0.1)
+    url, custom = TwilioCaller.parse_twiml((await twilio.post_webhook()).text)
+    async with twilio.connect(url) as ws:
+        # Read the greeting as Twilio would, so that a close frame is never stuck behind it.
+        reader = asyncio.create_task(_server_close(ws, timeout_s=60))
+        try:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call",
+                                      "version": "1.0.0"}))
+            await ws.send(json.dumps(twilio.start_message(custom)))
+            for frame in frames:
+                await _send(ws, frame)
+            if frames[-1].after is not None:
+                # uvicorn's websockets-sansio protocol shuts the TCP connection right after
+                # the close frame for a frame it refuses; a frame sent after that draws a
+                # reset that can discard the close frame unread (a 1006 at this end).
+                await asyncio.wait_for(asyncio.shield(reader), 10)
+            await ws.send(json.dumps({"event": "stop", "sequenceNumber": "99",
+                                      "streamSid": twilio.stream_sid,
+                                      "stop": {"accountSid": twilio.account_sid,
+                                               "callSid": twilio.call_sid}}))
+            await asyncio.sleep(0.05)
+        except websockets.ConnectionClosed:
+            pass
+    await reader
+    return twilio.call_sid, ws.close_code
+
+
+def _run_hostile_fuzz(server, codes: Counter, survivors: list[str], dropped: list[str]) -> None:
+    def before_start(family: st.SearchStrategy[Hostile]) -> None:
+        @settings(FUZZ, max_examples=15)
+        @given(frame=family, connected=st.booleans())
+        def example(frame, connected):
+            code = asyncio.run(_hostile_before_start(server, frame, connected))
+            codes[("before start", frame.kind.split(":")[0], code)] += 1
+            assert code not in ALWAYS_WRONG, (frame, code)  # dropped, or the handler failed
+            assert code in frame.before, (frame, code)
+
+        example()
+
+    @settings(FUZZ, max_examples=20)
+    @given(frames=st.tuples(*FAMILIES.values()).flatmap(st.permutations), refuse=st.booleans())
+    def after_start(frames, refuse):
+        # One of every family; then, at times, one the websocket layer refuses (it ends
+        # the stream, so it comes last).
+        skipped = [f for f in frames if f.after is None]
+        frames = skipped + [f for f in frames if f.after is not None][:int(refuse)]
+        sid, code = asyncio.run(_hostile_after_start(server, frames))
+        for frame in frames:
+            codes[("after start", frame.kind.split(":")[0], code)] += 1
+        refused = frames[-1].after
+        # Refused by the websocket layer, or skipped: then our own close is answered.
+        assert code == (refused or 1000), (frames, code)
+        (dropped if refused else survivors).append(sid)
+
+    for family in FAMILIES.values():  # each family its share of examples
+        before_start(family)
+    after_start()
+
+
+async def test_hostile_shapes_are_closed_with_a_code_beside_a_good_call(server):
+    """Deep nesting, sizes past both limits and bad encodings, before and after `start`:
+    refused with the close code that names the fault, or skipped while the call goes on."""
+    good = caller(server, from_number="+15550100089")
+    good_call = asyncio.create_task(good.call([
+        speech_8k("What time do you open on Sunday?"),
+        speech_8k("No thanks goodbye."),
+    ]))
+    codes: Counter = Counter()
+    survivors: list[str] = []
+    dropped: list[str] = []
+    logged = len(server.log())
+    await asyncio.to_thread(_run_hostile_fuzz, server, codes, survivors, dropped)
+    for (phase, family, code), count in sorted(codes.items(), key=str):
+        print(f"{phase}: {count} {family} frames, closed with {code}")
+
+    good_result = await good_call
+    assert good_result.errors == [] and good_result.hung_up_by == "agent"
+    turns = (await server.call_by_sid(good.call_sid))["turns"]
+    assert [t["speaker"] for t in turns] == ["agent", "caller", "agent", "caller", "agent"]
+    assert "open" in turns[1]["text"].lower()
+    assert server.process.poll() is None
+
+    # Skipped frames left the call running: it read the caller's `stop` after them.
+    for sid in survivors + dropped:
+        for _ in range(100):
+            stored = await server.call_by_sid(sid)
+            if stored["ended_at"]:
+                break
+            await asyncio.sleep(0.1)
+        expected = "caller-hangup" if sid in survivors else "stream-dropped"
+        assert stored["end_reason"] == expected, (sid, stored["end_reason"])
+    log = server.log()[logged:]
+    assert "Exception in ASGI application" not in log, log[-3000:]
+    assert "exception receiving data" not in log, log[-3000:]
+    for code in (1003, 1007, 1008, 1009):  # each refusal is logged with its code
+        assert f"closing with {code}" in log, code
