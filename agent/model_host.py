@@ -61,7 +61,7 @@ class _Models:
         paths: ModelPaths,
         beam_size: int,
         voice_prints: bool,
-        step: Callable[[str], None] = lambda doing: logger.info(doing.capitalize()),
+        step: Callable[[str], None] = lambda doing: logger.info(doing[:1].upper() + doing[1:]),
     ):
         """`step` hears what is about to be done ("loading Whisper from …"), so that a
         crash in it can be named."""
@@ -125,7 +125,7 @@ def _start_process(
     def step(next_step: str) -> None:
         nonlocal doing
         doing = next_step
-        logger.info(doing.capitalize())
+        logger.info(doing[:1].upper() + doing[1:])
         progress.put((os.getpid(), doing, None))  # written at once: there before any crash
 
     try:
