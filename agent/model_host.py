@@ -151,6 +151,15 @@ def _run(method: str, *args: Any) -> Any:
     return getattr(_process_models, method)(*args)
 
 
+def _exit_code(process: multiprocessing.process.BaseProcess, timeout_s: float = 5.0) -> int | None:
+    """The process's exit code once it has exited. The pool's own thread reaps its processes
+    too, and a `join` racing it sees no code for a moment: ask again until it is known."""
+    deadline = time.monotonic() + timeout_s
+    while (code := process.exitcode) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return code
+
+
 class _ProcessPool:
     """Model processes, all started at once, that say what they are loading: when one
     dies, `cause()` names what it was loading and how it died."""
@@ -182,12 +191,13 @@ class _ProcessPool:
             self._stages[pid] = (doing, error)
         causes = []
         for pid, process in self._members.items():
-            process.join(timeout=5)
             doing, error = self._stages.get(pid, ("importing its Python modules", None))
-            code = process.exitcode
+            code = _exit_code(process)
             if error is not None:
                 how = "failed"
-            elif code is not None and code < 0:
+            elif code is None:
+                how = "died"
+            elif code < 0:
                 how = f"was killed by {signal.Signals(-code).name}"
             else:
                 how = f"exited with code {code}"
