@@ -241,8 +241,11 @@ class ChatLLMSession(AudioLLMSession):
         persona = "" if _NAMES_ROLE.search(instructions) else self._backend.persona
         system = "\n\n".join(p for p in (persona, instructions, PHONE_STYLE) if p)
         past = self._messages[:self._turn_start][-self._backend.history_messages:]
+        messages = well_formed([*past, *self._messages[self._turn_start:]])
+        # No content beside tool calls is left out, not null: llama.cpp refuses a null.
         return [{"role": "system", "content": system},
-                *well_formed([*past, *self._messages[self._turn_start:]])]
+                *({k: v for k, v in m.items() if k != "content" or v is not None}
+                  for m in messages)]
 
     async def _complete(self, request: TurnRequest) -> AsyncIterator[Event]:
         backend = self._backend
