@@ -73,7 +73,7 @@ async def main(calls: int, backend: str) -> None:
             for turn in agent:
                 server_latency.append(turn["latency_ms"])
                 if turn.get("llm_tokens_out") is not None:
-                    tokens.append((turn.get("llm_tokens_in") or 0, turn["llm_tokens_out"]))
+                    tokens.append((turn.get("llm_tokens_in"), turn["llm_tokens_out"]))
                 for key, value in (turn["timings"] or {}).items():
                     parts.setdefault(key, []).append(value)
             print(f"call {i + 1}: wire latency per turn (ms): "
@@ -92,7 +92,9 @@ async def main(calls: int, backend: str) -> None:
         if values:
             print(f"  {key:<20} p50 {pct(values, 0.5):6.0f} ms   p90 {pct(values, 0.9):6.0f} ms")
     if tokens:
-        print(f"  chat model tokens per reply: in p50 {pct([t[0] for t in tokens], 0.5):.0f}, "
+        counted_in = [t[0] for t in tokens if t[0] is not None]
+        tokens_in = f"{pct(counted_in, 0.5):.0f}" if counted_in else "not reported"
+        print(f"  chat model tokens per reply: in p50 {tokens_in}, "
               f"out p50 {pct([t[1] for t in tokens], 0.5):.0f}")
 
 
