@@ -65,7 +65,7 @@ class LlamaServer:
     Args:
         model_path: The GGUF file.
         alias: The model name the server answers to (LLM_MODEL).
-        chat_format: llama-cpp-python's chat format; a function-calling one for tools.
+        chat_format: llama-cpp-python's chat format; empty: the GGUF's own template.
         context: Context window in tokens.
         threads: CPU threads for generation (None: llama.cpp's default).
         port: TCP port on 127.0.0.1 (0: a free one).
@@ -79,7 +79,7 @@ class LlamaServer:
         *,
         model_path: Path,
         alias: str = "local",
-        chat_format: str = "chatml-function-calling",
+        chat_format: str = "",
         context: int = 2048,
         threads: int | None = None,
         port: int = 0,
@@ -102,11 +102,13 @@ class LlamaServer:
         command = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
             "--model_alias", self.alias, "--host", self.host, "--port", str(self.port),
-            "--n_ctx", str(self.context), "--chat_format", self.chat_format,
+            "--n_ctx", str(self.context),
             # It serves one request at a time; by default a new one cuts the running one
             # short, which would end one call's reply when another call asks.
             "--interrupt_requests", "false",
         ]
+        if self.chat_format:
+            command += ["--chat_format", self.chat_format]
         if self.threads:
             command += ["--n_threads", str(self.threads)]
         return command

@@ -237,9 +237,9 @@ class Settings(BaseSettings):
         "for you. Needs the local-llm extra.",
     )
     llm_local_chat_format: str = Field(
-        "chatml-function-calling", validation_alias=_env("LLM_LOCAL_CHAT_FORMAT"),
-        description="llama-cpp-python's --chat_format for the local server (tool calls need a "
-        "function-calling format).",
+        "", validation_alias=_env("LLM_LOCAL_CHAT_FORMAT"),
+        description="llama-cpp-python's --chat_format for the local server; empty: the GGUF's "
+        "own chat template (chatml-function-calling HTML-escapes the prompt).",
     )
     llm_local_context: int = Field(2048, gt=0, validation_alias=_env("LLM_LOCAL_CONTEXT"))
 

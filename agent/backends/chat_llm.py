@@ -11,6 +11,7 @@ the turn with an error, so the slot's fallback speaks and the call goes on.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import time
@@ -55,8 +56,8 @@ class LLMFailure(RuntimeError):
 
 
 def spoken(text: str) -> str:
-    """Text as Piper should say it: markup removed, whitespace collapsed."""
-    return " ".join(_MARKUP.sub(" ", text).split())
+    """Text as Piper should say it: entities decoded, markup removed, whitespace collapsed."""
+    return " ".join(_MARKUP.sub(" ", html.unescape(text)).split())
 
 
 class ChatLLMBackend(AudioLLM):
