@@ -150,6 +150,17 @@ async def test_speech_starts_while_the_reply_still_streams(cascade, standin):
     assert first_audio < 17 * 0.12  # well before the last of the 17 words was sent
 
 
+async def test_a_long_first_sentence_is_spoken_from_its_first_clause(cascade, standin):
+    standin.replies.append("Well, on Sundays we open at noon, and we close at ten, as always. "
+                           "See you then, Ada.")
+    session = await make_backend(cascade, standin.base_url).open_session()
+    events = await run_turn(session, TurnRequest(audio=None))
+    check_turn(events)
+    assert [e.text for e in events if isinstance(e, TextDelta)] == [
+        "Well, on Sundays we open at noon,", "and we close at ten, as always.",
+        "See you then, Ada."]
+
+
 async def test_tool_calls_are_reassembled_and_their_results_go_back(cascade, standin):
     standin.replies.extend([
         {"text": "Let me book that.", "tool_calls": [

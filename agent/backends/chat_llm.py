@@ -47,8 +47,23 @@ GO_ON_PROMPT = "(The call goes on. Say what your instructions ask you to say now
 SILENCE_PROMPT = "(The caller has said nothing for a while.)"
 # Instructions that say who the agent is (a flow's role_message does); else the persona leads.
 _NAMES_ROLE = re.compile(r"^\s*(you are|you're)\b", re.I | re.M)
+_CLAUSE_END = re.compile(r"[,;:](?=\s)")
+FIRST_CLAUSE_WORDS = 4  # a reply's first words go to Piper at a comma once this many
 # Markdown a chat model may write that Piper would read out or stumble on.
 _MARKUP = re.compile(r"[*_#`~|>]+|\[(?:[^\]]*)\]\((?:[^)]*)\)")
+
+
+class PhraseBuffer(SentenceBuffer):
+    """Sentences, and a reply's opening clause ahead of its sentence: the caller hears the
+    first words while the model is still writing the rest of a long first sentence."""
+
+    def first_clause(self) -> list[str]:
+        for match in _CLAUSE_END.finditer(self._text):
+            head = self._text[: match.end()]
+            if len(head.split()) >= FIRST_CLAUSE_WORDS:
+                self._text = self._text[match.end():]
+                return [" ".join(head.split())]
+        return []
 
 
 class LLMFailure(RuntimeError):
@@ -266,7 +281,7 @@ class ChatLLMSession(AudioLLMSession):
         # leaves what was said there for `truncate` to cut to what was heard.
         reply: dict[str, Any] = {"role": "assistant", "content": None}
         self._messages.append(reply)
-        sentences = SentenceBuffer()
+        sentences = PhraseBuffer()
         said: list[str] = []
         calls: dict[int, dict] = {}
         usage = ModelUsage()
@@ -316,7 +331,10 @@ class ChatLLMSession(AudioLLMSession):
                         if name != entry["name"]:
                             entry["name"] += name
                         entry["args"] += call.function.arguments or ""
-                for sentence in sentences.push(content):
+                phrases = sentences.push(content)
+                if not said and not phrases:
+                    phrases = sentences.first_clause()
+                for sentence in phrases:
                     async for event in self._say(sentence, said, reply):
                         yield event
             for sentence in sentences.flush():
