@@ -37,7 +37,7 @@ def create_chat_llm(settings: Settings, cascade: EmbeddedCascade) -> AudioLLM:
 
     url, model, hooks = settings.llm_url, settings.llm_model, {}
     if settings.llm_local:
-        from callwright.local_llm import LlamaServer, resolve_gguf
+        from callwright.local_llm import LlamaServer, PromptTokens, resolve_gguf
 
         gguf = resolve_gguf(settings.llm_local)
         server = LlamaServer(
@@ -46,7 +46,8 @@ def create_chat_llm(settings: Settings, cascade: EmbeddedCascade) -> AudioLLM:
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url, model = server.base_url, server.alias
-        hooks = {"on_load": server.start, "on_close": server.stop}
+        hooks = {"on_load": server.start, "on_close": server.stop,
+                 "count_prompt": PromptTokens(gguf)}
     timeout = settings.llm_first_token_timeout_s
     if timeout >= settings.model_timeout_s:
         # Past MODEL_TIMEOUT_SECONDS the slot gives up on the call, not just the turn.

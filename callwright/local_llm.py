@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -166,3 +167,49 @@ class LlamaServer:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+class PromptTokens:
+    """Counts a chat request's prompt tokens as the local server will: the GGUF's own chat
+    template over the messages, tokenized by its vocabulary (loaded alone, no weights).
+
+    llama-cpp-python's server reports no usage while it streams; this stands in for its
+    prompt count. None when the GGUF has no template or anything fails.
+    """
+
+    def __init__(self, model_path: Path):
+        self._path = model_path
+        self._lock = threading.Lock()
+        self._vocab = None
+        self._formatter = None
+
+    def _load(self) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        vocab = Llama(model_path=str(self._path), vocab_only=True, verbose=False)
+        template = vocab.metadata.get("tokenizer.chat_template")
+        if template:
+            def text(token: int) -> str:
+                return "" if token < 0 else vocab.detokenize([token], special=True).decode(
+                    "utf-8", errors="replace")
+
+            self._formatter = Jinja2ChatFormatter(
+                template=template, eos_token=text(vocab.token_eos()),
+                bos_token=text(vocab.token_bos()))
+        self._vocab = vocab
+
+    def __call__(self, messages: list[dict]) -> int | None:
+        """Blocking: the prompt's token count."""
+        try:
+            with self._lock:
+                if self._vocab is None:
+                    self._load()
+                if self._formatter is None:
+                    return None
+                rendered = self._formatter(messages=messages)
+                return len(self._vocab.tokenize(rendered.prompt.encode("utf-8"),
+                                                add_bos=not rendered.added_special, special=True))
+        except Exception as exc:  # a count is not worth a turn
+            logger.debug(f"counting prompt tokens failed: {exc!r}")
+            return None

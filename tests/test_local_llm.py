@@ -22,7 +22,7 @@ import pytest
 from agent.backend import AudioChunk, EndOfTurn, ModelUsage, TextDelta, TurnRequest
 from agent.backends.chat_llm import ChatLLMBackend
 from agent.fallback import FAILURE_APOLOGY, FallbackSession
-from callwright.local_llm import LlamaServer, LocalLLMError, resolve_gguf
+from callwright.local_llm import LlamaServer, LocalLLMError, PromptTokens, resolve_gguf
 from flows.engine import FlowRun
 from flows.loader import load_flow
 from flows.session import FlowSession
@@ -92,6 +92,7 @@ async def test_a_call_on_the_local_model_is_spoken_and_stored(tmp_path, rest_sta
         assert "sunday" in callers[0]["text"].lower()  # the caller, as Whisper heard
         for turn in agent:
             assert turn["llm_first_token_ms"] is not None and turn["llm_tokens_out"] > 0
+            assert turn["llm_tokens_in"] > 20  # the instructions alone are more
         # What was stored is what was spoken (Whisper hears Piper's words back).
         reply = agent[1]
         assert wer(reply["text"], transcribe_8k(bytes(result.utterances[1].pcm))) < 0.5
@@ -161,3 +162,17 @@ async def test_a_forced_tool_call_moves_a_yaml_flow(cascade, llama):
     assert isinstance(events[-1], EndOfTurn) and not events[-1].error
     # The turn goes on from the party node: spoken by the model, or the flow's own words.
     assert [e for e in events if isinstance(e, AudioChunk)]
+
+
+async def test_prompt_tokens_are_counted_as_the_server_counts_them(llama):
+    """The server streams no usage; callwright counts the prompt with the GGUF's own template
+    and vocabulary, and gets the server's own figure (from a reply that is not streamed)."""
+    messages = [{"role": "system", "content": "You are the host at Luigi's."},
+                {"role": "user", "content": "Hello there, what time do you open?"},
+                {"role": "assistant", "content": "At noon, every day."},
+                {"role": "user", "content": "Thanks!"}]
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(f"{llama.base_url}/chat/completions", json={
+            "model": llama.alias, "messages": messages, "max_tokens": 2})
+    counted = await asyncio.to_thread(PromptTokens(llama.model_path), messages)
+    assert counted == reply.json()["usage"]["prompt_tokens"] > 20

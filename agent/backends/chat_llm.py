@@ -95,6 +95,8 @@ class ChatLLMBackend(AudioLLM):
         tool_choice: OpenAI's `tool_choice` ("auto", "required", "none"), sent with tools;
             or a function's name, which forces that call on turns where the caller spoke
             and it is offered (llama.cpp constrains the call with a grammar then).
+        count_prompt: Blocking count of a request's prompt tokens, for servers that report
+            no usage while streaming (llama-cpp-python's).
         on_load: Awaited by `load()` first, e.g. to start a local server.
         on_close: Awaited by `close()` last.
     """
@@ -119,6 +121,7 @@ class ChatLLMBackend(AudioLLM):
         history_messages: int = 24,
         tool_choice: str | None = None,
         persona: str = DEFAULT_ROLE,
+        count_prompt: Callable[[list[dict]], int | None] | None = None,
         on_load: Callable[[], Any] | None = None,
         on_close: Callable[[], Any] | None = None,
     ):
@@ -139,6 +142,7 @@ class ChatLLMBackend(AudioLLM):
         self.history_messages = history_messages
         self.tool_choice = tool_choice
         self.persona = persona
+        self.count_prompt = count_prompt
         self._on_load = on_load
         self._on_close = on_close
 
@@ -277,6 +281,9 @@ class ChatLLMSession(AudioLLMSession):
         if backend.seed is not None:
             extra["seed"] = backend.seed
         messages = self._request_messages(request)
+        counting = None
+        if backend.count_prompt is not None:  # alongside the request, not before it
+            counting = asyncio.ensure_future(asyncio.to_thread(backend.count_prompt, messages))
         # The reply goes into the conversation as it is spoken, so a barge-in at any point
         # leaves what was said there for `truncate` to cut to what was heard.
         reply: dict[str, Any] = {"role": "assistant", "content": None}
@@ -364,6 +371,8 @@ class ChatLLMSession(AudioLLMSession):
                 error = "the chat model sent no words and no tool call"
         if usage.tokens_out is None and chunks:  # the server reports no usage: count chunks
             usage = ModelUsage(tokens_out=chunks)
+        if usage.tokens_in is None and counting is not None:
+            usage = ModelUsage(tokens_in=await counting, tokens_out=usage.tokens_out)
         yield ModelUsage(
             first_token_ms=None if first_token is None else int((first_token - started) * 1000),
             tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
