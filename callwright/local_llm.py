@@ -68,7 +68,10 @@ class LlamaServer:
         alias: The model name the server answers to (LLM_MODEL).
         chat_format: llama-cpp-python's chat format; empty: the GGUF's own template.
         context: Context window in tokens.
-        threads: CPU threads for generation (None: llama.cpp's default).
+        threads: CPU threads for reading the prompt and for generating (None: half the
+            cores). llama.cpp's threads wait for each other at every step, so one that the
+            calls' audio work has descheduled stalls them all: with the prompt on both of
+            2 cores under load, a first token took 4-6 s (300 ms a prompt token, not 6).
         port: TCP port on 127.0.0.1 (0: a free one).
         log_path: Where the server's output goes.
     """
@@ -90,7 +93,7 @@ class LlamaServer:
         self.alias = alias
         self.chat_format = chat_format
         self.context = context
-        self.threads = threads
+        self.threads = threads or max(1, (os.cpu_count() or 2) // 2)
         self.port = port or _free_port(self.host)
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
@@ -110,8 +113,7 @@ class LlamaServer:
         ]
         if self.chat_format:
             command += ["--chat_format", self.chat_format]
-        if self.threads:
-            command += ["--n_threads", str(self.threads)]
+        command += ["--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
         return command
 
     async def start(self, *, timeout_s: float = 120.0) -> None:
