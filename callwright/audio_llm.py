@@ -43,6 +43,7 @@ def create_chat_llm(settings: Settings, cascade: EmbeddedCascade) -> AudioLLM:
         server = LlamaServer(
             model_path=gguf, alias=model or gguf.stem, chat_format=settings.llm_local_chat_format,
             context=settings.llm_local_context, log_path=settings.data_dir / "llama-server.log",
+            restart=True,
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url, model = server.base_url, server.alias

@@ -74,6 +74,8 @@ class LlamaServer:
             2 cores under load, a first token took 4-6 s (300 ms a prompt token, not 6).
         port: TCP port on 127.0.0.1 (0: a free one).
         log_path: Where the server's output goes.
+        restart: Start it again when it dies (calls fall back meanwhile), after 1 s, then
+            backing off to a minute while it keeps failing.
     """
 
     host = "127.0.0.1"
@@ -88,6 +90,7 @@ class LlamaServer:
         threads: int | None = None,
         port: int = 0,
         log_path: Path | None = None,
+        restart: bool = False,
     ):
         self.model_path = model_path
         self.alias = alias
@@ -96,7 +99,10 @@ class LlamaServer:
         self.threads = threads or max(1, (os.cpu_count() or 2) // 2)
         self.port = port or _free_port(self.host)
         self.log_path = log_path
+        self.restart = restart
         self.process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task | None = None
+        self.restarts = 0
 
     @property
     def base_url(self) -> str:
@@ -124,6 +130,9 @@ class LlamaServer:
         """
         if importlib.util.find_spec("llama_cpp") is None:
             raise LocalLLMError(f"LLM_LOCAL needs llama-cpp-python[server]: {EXTRA_HINT}")
+        await self._launch(timeout_s=timeout_s)
+
+    async def _launch(self, *, timeout_s: float = 120.0) -> None:
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         logger.info(f"Starting llama.cpp on {self.model_path.name} at {self.base_url}")
         started = time.monotonic()
@@ -145,13 +154,32 @@ class LlamaServer:
                 try:
                     if (await client.get(f"{self.base_url}/models")).status_code == 200:
                         logger.info(f"llama.cpp ready in {time.monotonic() - started:.1f} s")
+                        if self.restart:
+                            self._watcher = asyncio.create_task(self._watch(self.process))
                         return
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.2)
-        await self.stop()
+        await _end(self.process)
         raise LocalLLMError(f"the llama.cpp server did not answer in {timeout_s:g} s"
                             f"{self._log_tail()}")
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        delay = 1.0
+        while self.process is process:  # not stopped on purpose
+            logger.error(f"The llama.cpp server died (exit code {code}); calls fall back to "
+                         f"the flow policy until it is back. Restarting it in {delay:g} s")
+            await asyncio.sleep(delay)
+            if self.process is not process:
+                return
+            try:
+                self.restarts += 1
+                await self._launch()
+                return
+            except LocalLLMError as exc:
+                logger.error(f"Restarting llama.cpp failed: {exc}")
+                self.process, delay = process, min(delay * 2, 60.0)
 
     def _log_tail(self) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -161,14 +189,22 @@ class LlamaServer:
     async def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        await _end(process)
+
+
+async def _end(process: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if process is None or process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 class PromptTokens:

@@ -176,3 +176,27 @@ async def test_prompt_tokens_are_counted_as_the_server_counts_them(llama):
             "model": llama.alias, "messages": messages, "max_tokens": 2})
     counted = await asyncio.to_thread(PromptTokens(llama.model_path), messages)
     assert counted == reply.json()["usage"]["prompt_tokens"] > 20
+
+
+async def test_a_dead_local_server_is_started_again(tmp_path):
+    server = LlamaServer(model_path=_gguf(), alias="smollm2", log_path=tmp_path / "llama.log",
+                         restart=True)
+    await server.start()
+    try:
+        first = server.process.pid
+        os.kill(first, signal.SIGKILL)
+        async with httpx.AsyncClient(timeout=2) as client:
+            for _ in range(150):
+                await asyncio.sleep(0.2)
+                if server.process is not None and server.process.pid != first:
+                    try:
+                        if (await client.get(f"{server.base_url}/models")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+            else:
+                pytest.fail("the server was not started again")
+        assert server.restarts == 1
+    finally:
+        await server.stop()
+    assert server.process is None
