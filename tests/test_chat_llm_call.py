@@ -51,7 +51,7 @@ async def test_a_flow_call_on_a_chat_model_that_dies(tmp_path, rest_standin):
         assert dying.done() and not dying.exception()
         assert result.errors == [] and result.hung_up_by == "agent"
         heard = [transcribe_8k(bytes(u.pcm)) for u in result.utterances]
-        assert "luigi" in words(heard[0]), heard
+        assert "reserve a table" in words(heard[0]), heard  # Whisper once heard "Muidis's"
         assert "how many people" in words(" ".join(heard)), heard
         apology = next(i for i, text in enumerate(heard) if "problem" in words(text))
         # After the apology, the flow policy asks the party node's next question.
