@@ -23,6 +23,7 @@ from agent.backend import (
 from agent.context import call_context
 from agent.model_host import ModelHost
 from agent.policy import Reply, ReplyPolicy
+from agent.transcript import EarlyTranscript
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -65,17 +66,10 @@ class CascadeSession(AudioLLMSession):
         self._backend = backend
         self._policy = policy
         self._cancelled = False
-        self._prepared: tuple[bytes, asyncio.Future[str]] | None = None
+        self._transcript = EarlyTranscript(backend.transcribe)
 
     async def prepare(self, audio: bytes) -> str | None:
-        future = asyncio.ensure_future(asyncio.to_thread(self._backend.transcribe, audio))
-        self._prepared = (audio, future)
-        return await asyncio.shield(future)
-
-    async def _transcribe(self, audio: bytes) -> str:
-        if self._prepared and self._prepared[0] is audio:
-            return await asyncio.shield(self._prepared[1])
-        return await asyncio.to_thread(self._backend.transcribe, audio)
+        return await asyncio.shield(self._transcript.start(audio))
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         self._cancelled = False
@@ -89,7 +83,7 @@ class CascadeSession(AudioLLMSession):
         elif request.audio is None:
             reply = await self._policy.opening()
         else:
-            text = await self._transcribe(request.audio)
+            text = await asyncio.shield(self._transcript.take(request.audio))
             if self._cancelled:
                 return
             yield CallerText(text=text)

@@ -17,15 +17,38 @@ from loguru import logger
 from agent.backend import AudioLLMSession, CallerText, EndOfTurn, Event, TurnRequest
 
 
+class EarlyTranscript:
+    """A turn's transcript, started when the caller pauses and taken by the reply.
+
+    Args:
+        transcribe: Blocking 16 kHz int16 -> text; run in a thread.
+    """
+
+    def __init__(self, transcribe: Callable[[bytes], str]):
+        self._transcribe = transcribe
+        self._started: tuple[bytes, asyncio.Future[str]] | None = None
+
+    def start(self, audio: bytes) -> asyncio.Future[str]:
+        """Transcribe `audio` now (the caller paused: the turn may be over)."""
+        future = asyncio.ensure_future(asyncio.to_thread(self._transcribe, audio))
+        self._started = (audio, future)
+        return future
+
+    def take(self, audio: bytes) -> asyncio.Future[str]:
+        """The transcript of `audio`: the one started for it, else a new one."""
+        started, self._started = self._started, None
+        if started is not None and started[0] is audio:
+            return started[1]
+        return asyncio.ensure_future(asyncio.to_thread(self._transcribe, audio))
+
+
 class TranscribingSession(AudioLLMSession):
     def __init__(self, *, inner: AudioLLMSession, transcribe: Callable[[bytes], str]):
         self._inner = inner
-        self._transcribe = transcribe  # blocking: 16 kHz int16 -> text
-        self._prepared: tuple[bytes, asyncio.Future[str]] | None = None
+        self._transcript = EarlyTranscript(transcribe)
 
     async def prepare(self, audio: bytes) -> str | None:
-        transcript = asyncio.ensure_future(asyncio.to_thread(self._transcribe, audio))
-        self._prepared = (audio, transcript)
+        transcript = self._transcript.start(audio)
         await self._inner.prepare(audio)
         return await asyncio.shield(transcript)
 
@@ -34,11 +57,7 @@ class TranscribingSession(AudioLLMSession):
             async for event in self._inner.respond(request):
                 yield event
             return
-        if self._prepared and self._prepared[0] is request.audio:
-            task = self._prepared[1]  # transcribed when the caller paused: reuse it
-        else:
-            task = asyncio.ensure_future(asyncio.to_thread(self._transcribe, request.audio))
-        self._prepared = None
+        task = self._transcript.take(request.audio)
         pending = True
         try:
             async for event in self._inner.respond(request):

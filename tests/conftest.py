@@ -53,6 +53,21 @@ async def server(tmp_path_factory, rest_standin):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+async def cascade():
+    """The embedded cascade, its models loaded in the test process."""
+    from agent import models
+    from agent.cascade import EmbeddedCascade
+    from agent.model_host import ModelHost
+    from agent.policy import Receptionist
+
+    backend = EmbeddedCascade(
+        host=ModelHost(paths=models.resolve(), processes=0), policy_factory=Receptionist
+    )
+    await backend.load()
+    return backend
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database_url(request, tmp_path):
     """A fresh, empty database on each engine; PostgreSQL is skipped only if none answers."""

@@ -43,20 +43,6 @@ BOOK_TOOL = {
 
 
 @pytest.fixture(scope="session")
-async def cascade():
-    from agent import models
-    from agent.cascade import EmbeddedCascade
-    from agent.model_host import ModelHost
-    from agent.policy import Receptionist
-
-    backend = EmbeddedCascade(
-        host=ModelHost(paths=models.resolve(), processes=0), policy_factory=Receptionist
-    )
-    await backend.load()
-    return backend
-
-
-@pytest.fixture(scope="session")
 def tiny_omni_dir(tmp_path_factory):
     from agent.backends.qwen_omni_random import save_tiny
 

@@ -47,21 +47,6 @@ BOOK_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-async def cascade():
-    from agent import models
-    from agent.cascade import EmbeddedCascade
-    from agent.model_host import ModelHost
-    from agent.policy import Receptionist
-
-    backend = EmbeddedCascade(
-        host=ModelHost(paths=models.resolve(), processes=0, voice_prints=False),
-        policy_factory=Receptionist,
-    )
-    await backend.load()
-    return backend
-
-
 @pytest.fixture
 async def standin():
     server = OpenAIStandIn(model="chat-model")

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 
 import httpx
@@ -118,13 +119,24 @@ def _run_webhook_fuzz(server) -> None:
     example()
 
 
+def _good_call(good) -> Coroutine:
+    """A short, ordinary call beside the fuzzing: it must go on unharmed."""
+    return good.call([speech_8k("What time do you open on Sunday?"),
+                      speech_8k("No thanks goodbye.")])
+
+
+async def _good_call_went_well(server, good, good_call: asyncio.Task) -> None:
+    result = await good_call
+    assert result.errors == [] and result.hung_up_by == "agent"
+    turns = (await server.call_by_sid(good.call_sid))["turns"]
+    assert [t["speaker"] for t in turns] == ["agent", "caller", "agent", "caller", "agent"]
+    assert "open" in turns[1]["text"].lower()
+
+
 async def test_fuzzed_traffic_beside_a_good_call(server):
     process = psutil.Process(server.process.pid)
     good = caller(server, from_number="+15550100088")
-    good_call = asyncio.create_task(good.call([
-        speech_8k("What time do you open on Sunday?"),
-        speech_8k("No thanks goodbye."),
-    ]))
+    good_call = asyncio.create_task(_good_call(good))
     sids: list[str] = []
     # Two rounds warm up what calls allocate (ONNX sessions, allocator arenas: RSS then
     # flattens out); what follows must stay within a bound.
@@ -137,11 +149,7 @@ async def test_fuzzed_traffic_beside_a_good_call(server):
     print(f"server RSS {rss_warm / 2**20:.0f} MB warm, "
           f"{process.memory_info().rss / 2**20:.0f} MB after fuzzing")
 
-    good_result = await good_call
-    assert good_result.errors == [] and good_result.hung_up_by == "agent"
-    turns = (await server.call_by_sid(good.call_sid))["turns"]
-    assert [t["speaker"] for t in turns] == ["agent", "caller", "agent", "caller", "agent"]
-    assert "open" in turns[1]["text"].lower()
+    await _good_call_went_well(server, good, good_call)
 
     assert server.process.poll() is None
     async with httpx.AsyncClient() as client:
@@ -359,10 +367,7 @@ async def test_hostile_shapes_are_closed_with_a_code_beside_a_good_call(server):
     """Deep nesting, sizes past both limits and bad encodings, before and after `start`:
     refused with the close code that names the fault, or skipped while the call goes on."""
     good = caller(server, from_number="+15550100089")
-    good_call = asyncio.create_task(good.call([
-        speech_8k("What time do you open on Sunday?"),
-        speech_8k("No thanks goodbye."),
-    ]))
+    good_call = asyncio.create_task(_good_call(good))
     codes: Counter = Counter()
     survivors: list[str] = []
     dropped: list[str] = []
@@ -371,11 +376,7 @@ async def test_hostile_shapes_are_closed_with_a_code_beside_a_good_call(server):
     for (phase, family, code), count in sorted(codes.items(), key=str):
         print(f"{phase}: {count} {family} frames, closed with {code}")
 
-    good_result = await good_call
-    assert good_result.errors == [] and good_result.hung_up_by == "agent"
-    turns = (await server.call_by_sid(good.call_sid))["turns"]
-    assert [t["speaker"] for t in turns] == ["agent", "caller", "agent", "caller", "agent"]
-    assert "open" in turns[1]["text"].lower()
+    await _good_call_went_well(server, good, good_call)
     assert server.process.poll() is None
 
     # Skipped frames left the call running: it read the caller's `stop` after them.

@@ -36,6 +36,7 @@ from agent.backend import (
 )
 from agent.backends.openai_compat import SentenceBuffer, openai_tools
 from agent.backends.turns import cap_input
+from agent.transcript import EarlyTranscript
 
 PHONE_STYLE = (
     "This is a phone call: everything you write is spoken aloud to the caller. Answer in one "
@@ -182,19 +183,12 @@ class ChatLLMSession(AudioLLMSession):
         self._turn_heard = True  # whether the caller heard (or will hear) the last reply
         self._stream = None
         self._cancelled = False
-        self._prepared: tuple[bytes, asyncio.Future[str]] | None = None
+        self._transcript = EarlyTranscript(backend.transcribe)
 
     # Caller's words ---------------------------------------------------------------------
 
     async def prepare(self, audio: bytes) -> str | None:
-        future = asyncio.ensure_future(asyncio.to_thread(self._backend.transcribe, audio))
-        self._prepared = (audio, future)
-        return await asyncio.shield(future)
-
-    async def _transcribe(self, audio: bytes) -> str:
-        if self._prepared and self._prepared[0] is audio:
-            return await asyncio.shield(self._prepared[1])
-        return await asyncio.to_thread(self._backend.transcribe, audio)
+        return await asyncio.shield(self._transcript.start(audio))
 
     def _caller_message(self, request: TurnRequest, text: str) -> str:
         if request.dtmf:
@@ -229,7 +223,7 @@ class ChatLLMSession(AudioLLMSession):
         else:
             text = ""
             if request.audio is not None:
-                text = await self._transcribe(cap_input(request.audio))
+                text = await asyncio.shield(self._transcript.take(cap_input(request.audio)))
                 if self._cancelled:
                     return
                 if not text:  # noise, a cough: nothing to answer
