@@ -15,7 +15,6 @@ import html
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,10 +30,15 @@ from agent.backend import (
     Event,
     ModelUsage,
     TextDelta,
-    ToolCall,
     TurnRequest,
 )
-from agent.backends.openai_compat import SentenceBuffer, openai_tools
+from agent.backends.openai_compat import (
+    SentenceBuffer,
+    add_tool_call_fragment,
+    check_server,
+    openai_tools,
+    tool_call_of,
+)
 from agent.backends.turns import cap_input
 from agent.transcript import EarlyTranscript
 
@@ -151,16 +155,7 @@ class ChatLLMBackend(AudioLLM):
         """Start what `on_load` starts, then check the server answers and serves the model."""
         if self._on_load is not None:
             await self._on_load()
-        try:
-            served = [m.id async for m in self.client.models.list()]
-        except Exception as exc:
-            logger.warning(f"Chat model server {self.client.base_url} is not answering "
-                           f"({type(exc).__name__}); calls fall back until it does")
-            return
-        if served and self.model not in served:
-            logger.warning(f"{self.client.base_url} does not list model {self.model!r} "
-                           f"(it serves {served})")
-        logger.info(f"Chat model backend: {self.model} at {self.client.base_url}")
+        await check_server(self.client, self.model, what="Chat model")
 
     async def open_session(self) -> AudioLLMSession:
         return ChatLLMSession(backend=self)
@@ -323,15 +318,7 @@ class ChatLLMSession(AudioLLMSession):
                     if first_token is None:
                         first_token = time.monotonic()
                 for call in delta.tool_calls or ():
-                    entry = calls.setdefault(call.index or 0, {"id": "", "name": "", "args": ""})
-                    entry["id"] = call.id or entry["id"]
-                    if call.function:
-                        # OpenAI names a call in its first fragment; llama.cpp repeats the
-                        # whole name in every one.
-                        name = call.function.name or ""
-                        if name != entry["name"]:
-                            entry["name"] += name
-                        entry["args"] += call.function.arguments or ""
+                    add_tool_call_fragment(calls, call)
                 phrases = sentences.push(content)
                 if not said and not phrases:
                     phrases = sentences.first_clause()
@@ -353,7 +340,7 @@ class ChatLLMSession(AudioLLMSession):
             await self._close_stream()
         if self._cancelled:
             return
-        tool_calls = [_tool_call(call) for call in calls.values() if call["name"]]
+        tool_calls = [tool_call_of(call) for call in calls.values() if call["name"]]
         if error is None and not said and not tool_calls:
             # Say the flow's words ourselves rather than nothing: small models often send an
             # empty reply once a tool has answered.
@@ -465,14 +452,3 @@ def _split(text: object) -> list[str]:
         return []
     buffer = SentenceBuffer()
     return buffer.push(text + " ") + buffer.flush()
-
-
-def _tool_call(call: dict) -> ToolCall:
-    try:
-        arguments = json.loads(call["args"] or "{}")
-    except json.JSONDecodeError:
-        arguments = {"raw": call["args"]}
-    if not isinstance(arguments, dict):
-        arguments = {"value": arguments}
-    return ToolCall(call_id=call["id"] or f"call_{uuid.uuid4().hex[:12]}", name=call["name"],
-                    arguments=arguments)

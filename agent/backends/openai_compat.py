@@ -14,8 +14,10 @@ import base64
 import io
 import json
 import re
+import uuid
 import wave
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from loguru import logger
 
@@ -106,16 +108,7 @@ class OpenAICompatibleBackend(AudioLLM):
         self.history_turns = history_turns
 
     async def load(self) -> None:
-        try:
-            served = [m.id async for m in self.client.models.list()]
-        except Exception as exc:
-            logger.warning(f"OpenAI-compatible server {self.client.base_url} is not answering "
-                           f"({type(exc).__name__}); calls fall back until it is")
-            return
-        if self.model not in served:
-            logger.warning(f"{self.client.base_url} does not list model {self.model!r} "
-                           f"(it serves {served})")
-        logger.info(f"OpenAI-compatible backend: {self.model} at {self.client.base_url}")
+        await check_server(self.client, self.model, what="OpenAI-compatible")
 
     async def open_session(self) -> AudioLLMSession:
         return OpenAISession(backend=self)
@@ -165,11 +158,7 @@ class OpenAISession(AudioLLMSession):
                 if delta is None:
                     continue
                 for call in delta.tool_calls or ():
-                    entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-                    entry["id"] = call.id or entry["id"]
-                    if call.function:
-                        entry["name"] += call.function.name or ""
-                        entry["args"] += call.function.arguments or ""
+                    add_tool_call_fragment(calls, call)
                 for sentence in sentences.push(delta.content or ""):
                     async for event in self._say(sentence, spoken):
                         yield event
@@ -187,7 +176,7 @@ class OpenAISession(AudioLLMSession):
         if self._cancelled:
             return
         for call in calls.values():
-            yield _tool_call(call)
+            yield tool_call_of(call)
         self._history.add(caller_audio=audio, agent_text=" ".join(spoken))
         yield EndOfTurn()
 
@@ -207,9 +196,41 @@ class OpenAISession(AudioLLMSession):
         self._history.truncate_last(heard_text)
 
 
-def _tool_call(call: dict) -> ToolCall:
+async def check_server(client: Any, model: str, *, what: str) -> None:
+    """Log whether an OpenAI-compatible server answers and serves `model`; never raises: a
+    server that is down only sends calls to the fallback until it answers."""
+    try:
+        served = [m.id async for m in client.models.list()]
+    except Exception as exc:
+        logger.warning(f"{what} server {client.base_url} is not answering "
+                       f"({type(exc).__name__}); calls fall back until it does")
+        return
+    if served and model not in served:
+        logger.warning(f"{client.base_url} does not list model {model!r} (it serves {served})")
+    logger.info(f"{what} backend: {model} at {client.base_url}")
+
+
+def add_tool_call_fragment(calls: dict[int, dict], call: Any) -> None:
+    """Reassemble streamed tool calls: one streamed `tool_calls` delta into `calls` (by index)."""
+    entry = calls.setdefault(call.index or 0, {"id": "", "name": "", "args": ""})
+    entry["id"] = call.id or entry["id"]
+    if call.function:
+        # OpenAI names a call in its first fragment; llama.cpp repeats the whole name in
+        # every one.
+        name = call.function.name or ""
+        if name != entry["name"]:
+            entry["name"] += name
+        entry["args"] += call.function.arguments or ""
+
+
+def tool_call_of(call: dict) -> ToolCall:
+    """The `ToolCall` of a reassembled streamed call; arguments that are not a JSON object
+    are kept under "raw" (not JSON) or "value" (not an object)."""
     try:
         arguments = json.loads(call["args"] or "{}")
     except json.JSONDecodeError:
         arguments = {"raw": call["args"]}
-    return ToolCall(call_id=call["id"] or "call_0", name=call["name"], arguments=arguments)
+    if not isinstance(arguments, dict):
+        arguments = {"value": arguments}
+    return ToolCall(call_id=call["id"] or f"call_{uuid.uuid4().hex[:12]}", name=call["name"],
+                    arguments=arguments)
