@@ -12,9 +12,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from admin.models import ROLES, AdminSession, AdminUser, AuditEntry
-from memory.db import sessionmaker
-from memory.models import utcnow
+from callwright.admin.models import ROLES, AdminSession, AdminUser, AuditEntry
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import utcnow
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the username is unknown, so both cases take the same time.

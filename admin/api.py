@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from memory.callers import CallerStore
-from memory.store import CallStore
+from callwright.memory.callers import CallerStore
+from callwright.memory.store import CallStore
 
 
 class TurnOut(BaseModel):

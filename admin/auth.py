@@ -7,7 +7,7 @@ import secrets
 
 from fastapi import HTTPException, Request, Response
 
-from admin.accounts import AccountStore, Identity
+from callwright.admin.accounts import AccountStore, Identity
 
 SESSION_COOKIE = "cw_admin"
 SIGN_IN_CSRF_COOKIE = "cw_admin_signin"  # double-submit token for the sign-in form

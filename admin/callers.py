@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.db import sessionmaker
-from memory.models import Call, Caller, Memory
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Caller, Memory
 
 MEMORY_KINDS = ("fact", "preference", "summary", "commitment")
 

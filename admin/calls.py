@@ -24,9 +24,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
-from admin.models import TAGS, AdminUser, Annotation
-from memory.db import sessionmaker
-from memory.models import Call, Turn
+from callwright.admin.models import TAGS, AdminUser, Annotation
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Turn
 
 
 class CallFilters(BaseModel):

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import typer
 
-from admin.models import ROLES
+from callwright.admin.models import ROLES
 
 users_app = typer.Typer(help="Admin-site users.", no_args_is_help=True)
 
 
 def _run(action):  # noqa: ANN001, ANN202
     """Run `action(accounts)` against the configured database, migrated first."""
+    from callwright.admin.accounts import AccountStore
+    from callwright.database import run_with_database
 
-    async def run():  # noqa: ANN202
-        from admin.accounts import AccountStore
-        from callwright.settings import Settings
-        from memory.db import create_engine, migrate
+    async def work(engine, settings):  # noqa: ANN001, ANN202
+        return await action(AccountStore(engine))
 
-        engine = create_engine(Settings().sqlalchemy_url)
-        try:
-            await migrate(engine)
-            return await action(AccountStore(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return run_with_database(work)
 
 
 def _password(from_stdin: bool) -> str:

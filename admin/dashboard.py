@@ -10,8 +10,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.db import sessionmaker
-from memory.models import Call, Turn
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Turn
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
-from admin.calls import search_words
+from callwright.admin.calls import search_words
 
 
 def clock(ms: int | None) -> str:

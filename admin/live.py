@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
-from memory.db import sessionmaker
-from memory.models import Call, Turn
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Turn
 
 LIVE = "in-progress"
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from memory.models import Base, utcnow
+from callwright.memory.models import Base, utcnow
 
 ROLES = ("admin", "supervisor")
 TAGS = ("wrong answer", "should have transferred", "good")

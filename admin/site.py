@@ -16,9 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from admin import charts, dashboard
-from admin.accounts import AccountStore, Identity
-from admin.auth import (
+from callwright.admin import charts, dashboard
+from callwright.admin.accounts import AccountStore, Identity
+from callwright.admin.auth import (
     SESSION_COOKIE,
     SIGN_IN_CSRF_COOKIE,
     SignInRequired,
@@ -26,11 +26,11 @@ from admin.auth import (
     client_ip,
     new_token,
 )
-from admin.callers import MEMORY_KINDS, CallerQueries
-from admin.calls import CallFilters, CallQueries
-from admin.filters import register as register_filters
-from admin.live import LiveFeed
-from admin.models import ROLES, TAGS
+from callwright.admin.callers import MEMORY_KINDS, CallerQueries
+from callwright.admin.calls import CallFilters, CallQueries
+from callwright.admin.filters import register as register_filters
+from callwright.admin.live import LiveFeed
+from callwright.admin.models import ROLES, TAGS
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 25

@@ -33,7 +33,7 @@ from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 if TYPE_CHECKING:
-    from agent.model_host import ModelHost
+    from callwright.agent.model_host import ModelHost
 
 _sessions: dict[Path, ort.InferenceSession] = {}
 _lock = threading.Lock()

@@ -162,6 +162,29 @@ class AudioLLMSession(ABC):
         """Release the conversation's resources."""
 
 
+class SessionWrapper(AudioLLMSession):
+    """A session that adds behaviour around `inner`; whatever it does not override is
+    passed through."""
+
+    def __init__(self, inner: AudioLLMSession):
+        self.inner = inner
+
+    def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        return self.inner.respond(request)
+
+    async def prepare(self, audio: bytes) -> str | None:
+        return await self.inner.prepare(audio)
+
+    async def cancel(self) -> None:
+        await self.inner.cancel()
+
+    async def truncate(self, heard_text: str) -> None:
+        await self.inner.truncate(heard_text)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class AudioLLM(ABC):
     """A backend: loads its models once, then opens a session per call."""
 

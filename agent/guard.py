@@ -10,44 +10,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from agent.backend import AudioLLMSession, Event, TurnRequest
+from callwright.agent.backend import AudioLLMSession, Event, SessionWrapper, TurnRequest
 
 
 class ModelTimeout(RuntimeError):
     """The model produced nothing for longer than the configured limit."""
 
 
-class GuardedSession(AudioLLMSession):
+class GuardedSession(SessionWrapper):
     """Delegates to `inner`; raises ModelTimeout when the next event is late."""
 
     def __init__(self, inner: AudioLLMSession, *, event_timeout_s: float):
-        self._inner = inner
+        super().__init__(inner)
         self._timeout_s = event_timeout_s
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
-        events = aiter(self._inner.respond(request))
+        events = aiter(self.inner.respond(request))
         while True:
             try:
                 event = await asyncio.wait_for(anext(events), self._timeout_s)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                await self._inner.cancel()
+                await self.inner.cancel()
                 raise ModelTimeout(f"no model output for {self._timeout_s:.0f} s") from None
             yield event
-
-    async def prepare(self, audio: bytes) -> str | None:
-        return await self._inner.prepare(audio)
-
-    async def cancel(self) -> None:
-        await self._inner.cancel()
-
-    async def truncate(self, heard_text: str) -> None:
-        await self._inner.truncate(heard_text)
-
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 class FailedSession(AudioLLMSession):

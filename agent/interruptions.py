@@ -38,9 +38,9 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
 
-from agent.echo import PlayedAudio, echo_share
-from agent.frames import AgentPauseFrame, AgentResumeFrame, InterruptibilityFrame
-from agent.speakers import SpeakerTracker
+from callwright.agent.echo import PlayedAudio, echo_share
+from callwright.agent.frames import AgentPauseFrame, AgentResumeFrame, InterruptibilityFrame
+from callwright.agent.speakers import SpeakerTracker
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from loguru import logger
 
-from agent.models import ModelPaths
+from callwright.agent.models import ModelPaths
 
 if TYPE_CHECKING:
-    from agent.speakers import VoicePrint
+    from callwright.agent.speakers import VoicePrint
 
 LEADING_SILENCE_LEVEL = 500  # int16 amplitude below which Piper's lead-in counts as silence
 PROCESS_NICENESS = 5  # model processes yield the CPU to the audio path
@@ -67,7 +67,7 @@ class _Models:
         crash in it can be named."""
         started = time.perf_counter()
         step(f"loading Whisper from {paths.whisper_dir}")
-        from agent.asr import WhisperASR
+        from callwright.agent.asr import WhisperASR
 
         self._whisper = WhisperASR(model_dir=paths.whisper_dir, beam_size=beam_size)
         step(f"loading Piper voice {paths.piper_voice.name}")
@@ -75,12 +75,12 @@ class _Models:
 
         self._voice = PiperVoice.load(paths.piper_voice)
         step(f"loading Smart Turn from {paths.smart_turn}")
-        from agent.analyzers import SmartTurnModel
+        from callwright.agent.analyzers import SmartTurnModel
 
         self._smart_turn = SmartTurnModel(paths.smart_turn)
         if voice_prints:
             step("loading the speaker encoder (resemblyzer)")
-            from agent import speakers
+            from callwright.agent import speakers
 
             speakers.load_encoder()
         # One short synthesis, transcription and prediction warm the kernels, so the
@@ -106,7 +106,7 @@ class _Models:
         return self._smart_turn.predict(audio, sample_rate)
 
     def voice_print(self, audio16k: bytes) -> VoicePrint:
-        from agent import speakers
+        from callwright.agent import speakers
 
         return speakers.embed(audio16k)
 

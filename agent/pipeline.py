@@ -17,14 +17,14 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_processor import UserTurnProcessor
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from agent.analyzers import HostedSmartTurn, SharedSileroVAD
-from agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
-from agent.echo import PlayedAudio, PlayedAudioTap
-from agent.interruptions import BargeInStartStrategy, InterruptionSettings
-from agent.model_host import ModelHost
-from agent.slot import DTMF_PREFIX, AudioLLMSlot, SlotFallback
-from agent.speakers import SpeakerSettings, SpeakerTracker
-from agent.turns import TranscriptAwareTurnStopStrategy
+from callwright.agent.analyzers import HostedSmartTurn, SharedSileroVAD
+from callwright.agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
+from callwright.agent.echo import PlayedAudio, PlayedAudioTap
+from callwright.agent.interruptions import BargeInStartStrategy, InterruptionSettings
+from callwright.agent.model_host import ModelHost
+from callwright.agent.slot import DTMF_PREFIX, AudioLLMSlot, SlotFallback
+from callwright.agent.speakers import SpeakerSettings, SpeakerTracker
+from callwright.agent.turns import TranscriptAwareTurnStopStrategy
 
 
 @dataclass(frozen=True, kw_only=True)

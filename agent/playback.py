@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.frames import CallerTurnFrame
+from callwright.agent.frames import CallerTurnFrame
 
 RESUME_BACKUP_S = 0.05  # resume a little before the word boundary, not in its onset
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.context import CallContext
+from callwright.agent.context import CallContext
 
 
 @dataclass(frozen=True, kw_only=True)

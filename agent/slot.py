@@ -46,7 +46,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.time import time_now_iso8601
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLMSession,
     CallerText,
@@ -57,8 +57,8 @@ from agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from agent.echo import PlayedAudio
-from agent.frames import (
+from callwright.agent.echo import PlayedAudio
+from callwright.agent.frames import (
     AgentPauseFrame,
     AgentResumeFrame,
     AgentTurnFrame,
@@ -69,8 +69,8 @@ from agent.frames import (
     PlaybackMarkFrame,
     TransferCallFrame,
 )
-from agent.playback import AgentTurn, PushedSegment
-from agent.speakers import SpeakerTracker, VoicePrint
+from callwright.agent.playback import AgentTurn, PushedSegment
+from callwright.agent.speakers import SpeakerTracker, VoicePrint
 
 DTMF_PREFIX = "DTMF: "  # what pipecat's DTMFAggregator puts before the digits
 PRE_ROLL_S = 0.8  # audio kept from before the VAD fired, so first syllables are not lost

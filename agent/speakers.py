@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from loguru import logger
 
-from agent import voice_features
+from callwright.agent import voice_features
 
 MAIN_LABEL = "caller"
 EMBED_RATE = 16_000

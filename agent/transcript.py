@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator, Callable
 
 from loguru import logger
 
-from agent.backend import AudioLLMSession, CallerText, EndOfTurn, Event, TurnRequest
+from callwright.agent.backend import (
+    AudioLLMSession,
+    CallerText,
+    EndOfTurn,
+    Event,
+    SessionWrapper,
+    TurnRequest,
+)
 
 
 class EarlyTranscript:
@@ -42,25 +49,28 @@ class EarlyTranscript:
         return asyncio.ensure_future(asyncio.to_thread(self._transcribe, audio))
 
 
-class TranscribingSession(AudioLLMSession):
+class TranscribingSession(SessionWrapper):
+    """Adds the caller's words (CallerText) to a backend that hears but does not say them;
+    the transcript starts when the caller pauses, so it is usually ready with the reply."""
+
     def __init__(self, *, inner: AudioLLMSession, transcribe: Callable[[bytes], str]):
-        self._inner = inner
+        super().__init__(inner)
         self._transcript = EarlyTranscript(transcribe)
 
     async def prepare(self, audio: bytes) -> str | None:
         transcript = self._transcript.start(audio)
-        await self._inner.prepare(audio)
+        await self.inner.prepare(audio)
         return await asyncio.shield(transcript)
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         if request.audio is None:
-            async for event in self._inner.respond(request):
+            async for event in self.inner.respond(request):
                 yield event
             return
         task = self._transcript.take(request.audio)
         pending = True
         try:
-            async for event in self._inner.respond(request):
+            async for event in self.inner.respond(request):
                 if pending and (task.done() or isinstance(event, EndOfTurn)):
                     pending = False
                     if text := await self._caller_text(task):
@@ -76,12 +86,3 @@ class TranscribingSession(AudioLLMSession):
         except Exception:
             logger.exception("transcribing the caller failed")
             return ""
-
-    async def cancel(self) -> None:
-        await self._inner.cancel()
-
-    async def truncate(self, heard_text: str) -> None:
-        await self._inner.truncate(heard_text)
-
-    async def close(self) -> None:
-        await self._inner.close()

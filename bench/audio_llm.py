@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent.backend import AudioChunk, AudioLLM, TurnRequest  # noqa: E402
+from callwright.agent.backend import AudioChunk, AudioLLM, TurnRequest
 
 LINES = ["What time do you open on Sunday?", "Can I book a table for two?",
          "My name is Alice.", "No thanks, goodbye."]
@@ -76,13 +76,13 @@ def report(name: str, result: dict, baseline: dict | None) -> None:
 
 
 async def local(turns: int) -> None:
-    from agent import models
-    from agent.backends.openai_compat import OpenAICompatibleBackend
-    from agent.backends.qwen_omni_random import save_tiny
-    from agent.cascade import EmbeddedCascade
-    from agent.model_host import ModelHost
-    from agent.policy import Receptionist
-    from agent.workers.client import WorkerPool
+    from callwright.agent import models
+    from callwright.agent.backends.cascade import EmbeddedCascade
+    from callwright.agent.backends.openai_compat import OpenAICompatibleBackend
+    from callwright.agent.backends.qwen_omni_random import save_tiny
+    from callwright.agent.backends.worker_pool import WorkerPool
+    from callwright.agent.model_host import ModelHost
+    from callwright.agent.policy import Receptionist
     from tests.openai_standin import OpenAIStandIn
     from tests.support import (
         speech_16k,  # espeak-ng; not in Fun-Audio-Chat's environment
@@ -116,8 +116,8 @@ async def full_size(turns: int, device: str) -> None:
     import torch
     from transformers import Qwen2_5OmniForConditionalGeneration
 
-    from agent.backends.qwen_omni import QwenOmniBackend
-    from agent.backends.qwen_omni_random import (
+    from callwright.agent.backends.qwen_omni import QwenOmniBackend
+    from callwright.agent.backends.qwen_omni_random import (
         full_size_config,
         save_tiny,
         speaker_map,
@@ -159,7 +159,7 @@ async def fun_audio_chat(turns: int) -> None:
     """Tiny Fun-Audio-Chat with a tiny CosyVoice3 on CPU: the worker's path, not its speed."""
     import numpy as np
 
-    from agent.backends.funaudiochat import FunAudioChatBackend, FunAudioChatPaths
+    from callwright.agent.backends.funaudiochat import FunAudioChatBackend, FunAudioChatPaths
     from tests.test_funaudiochat_upstream import SOURCE, save_tiny_fun_audio_chat, vocoder
 
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-fac-"))

@@ -30,8 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from telephony.emulator import CallResult, StreamSession, TwilioCaller  # noqa: E402
-from telephony.rest_standin import TwilioRestStandIn  # noqa: E402
+from callwright.testing.twilio_emulator import CallResult, StreamSession, TwilioCaller
+from callwright.testing.twilio_rest import TwilioRestStandIn
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, caller, speech_8k, start_server  # noqa: E402
 
 GAP_LIMIT_MS = 100.0

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from memory.db import create_engine, migrate  # noqa: E402
-from memory.embeddings import DIMENSIONS  # noqa: E402
-from memory.models import Call, Caller, Memory, utcnow  # noqa: E402
-from memory.recall import Recall  # noqa: E402
+from callwright.memory.db import create_engine, migrate
+from callwright.memory.embeddings import DIMENSIONS
+from callwright.memory.models import Call, Caller, Memory, utcnow
+from callwright.memory.recall import Recall
 from tests.support import create_pg_database, drop_pg_database, pg_available  # noqa: E402
 
 CALLERS = 10_000

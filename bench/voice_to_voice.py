@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from telephony.rest_standin import TwilioRestStandIn  # noqa: E402
+from callwright.testing.twilio_rest import TwilioRestStandIn
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, caller, speech_8k, start_server  # noqa: E402
 
 SCRIPTS = [

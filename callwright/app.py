@@ -10,26 +10,30 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from loguru import logger
 
-from admin import api, site
-from agent import analyzers, models
-from agent.cascade import EmbeddedCascade
-from agent.model_host import ModelHost
-from agent.policy import Receptionist
-from agent.slot import SlotFallback
 from callwright import logs
-from callwright.audio_llm import create_audio_llm
+from callwright.admin import api, site
+from callwright.agent import analyzers, models
+from callwright.agent.backends.cascade import EmbeddedCascade
+from callwright.agent.backends.registry import BackendContext, create_backend
+from callwright.agent.model_host import ModelHost
+from callwright.agent.policy import Receptionist
+from callwright.agent.slot import SlotFallback
 from callwright.calls import CallRunner
+from callwright.flows.runtime import FlowRuntime
+from callwright.memory.db import create_engine, migrate
+from callwright.memory.lifecycle import CallMemory
+from callwright.memory.store import CallStore
+from callwright.memory.writer import TurnWriter
 from callwright.settings import Settings
+from callwright.telephony.lines import Lines
+from callwright.telephony.twilio import outbound_api
+from callwright.telephony.twilio import rest as twilio_rest
+from callwright.telephony.twilio import routes as twilio
+from callwright.telephony.twilio.outbound import Dialer, OutboundConfig
+from callwright.telephony.twilio.rest import TwilioAccount
+from callwright.telephony.webrtc import call_page, ice
+from callwright.telephony.webrtc import routes as webrtc
 from callwright.watchdog import LoopWatchdog
-from flows.runtime import FlowRuntime
-from memory.db import create_engine, migrate
-from memory.lifecycle import CallMemory
-from memory.store import CallStore
-from memory.writer import TurnWriter
-from telephony import call_page, ice, outbound_api, twilio, twilio_rest, webrtc
-from telephony.lines import Lines
-from telephony.outbound import Dialer, OutboundConfig
-from telephony.twilio_rest import TwilioAccount
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         process_setup=functools.partial(logs.configure, settings.log_level),
     )
     cascade = EmbeddedCascade(host=host, policy_factory=Receptionist)
-    backend = create_audio_llm(settings, cascade)
+    backend = create_backend(settings.audio_llm_backend,
+                             BackendContext(settings=settings, cascade=cascade))
     flows = FlowRuntime(
         directory=settings.flows_dir, default_flow=settings.default_flow, store=store
     )

@@ -13,23 +13,23 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
-from agent.backend import AudioLLM, AudioLLMSession, BackendBusy
-from agent.cascade import EmbeddedCascade
-from agent.context import CallContext, set_call_context
-from agent.fallback import FallbackSession
-from agent.guard import FailedSession, GuardedSession
-from agent.model_host import ModelHost
-from agent.pipeline import TurnTakingSettings, build_call_worker
-from agent.slot import SlotFallback
-from agent.transcript import TranscribingSession
+from callwright.agent.backend import AudioLLM, AudioLLMSession, BackendBusy
+from callwright.agent.backends.cascade import EmbeddedCascade
+from callwright.agent.context import CallContext, set_call_context
+from callwright.agent.fallback import FallbackSession
+from callwright.agent.guard import FailedSession, GuardedSession
+from callwright.agent.model_host import ModelHost
+from callwright.agent.pipeline import TurnTakingSettings, build_call_worker
+from callwright.agent.slot import SlotFallback
+from callwright.agent.transcript import TranscribingSession
+from callwright.flows.policy import FlowPolicy
+from callwright.flows.runtime import FlowRuntime
+from callwright.flows.session import FlowSession
+from callwright.memory.lifecycle import CallMemory
+from callwright.memory.recorder import TurnRecorder
+from callwright.memory.store import CallStore
+from callwright.memory.writer import TurnWriter
 from callwright.recording import CallRecording
-from flows.policy import FlowPolicy
-from flows.runtime import FlowRuntime
-from flows.session import FlowSession
-from memory.lifecycle import CallMemory
-from memory.recorder import TurnRecorder
-from memory.store import CallStore
-from memory.writer import TurnWriter
 
 
 class CallRunner:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import typer
 
-from admin.cli import users_app
+from callwright.admin.cli import users_app
+from callwright.flows.cli import app as flows_app
 from callwright.memory_cli import memory_app
-from flows.cli import app as flows_app
 
 app = typer.Typer(help="callwright: phone agents on streaming audio LLMs.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -77,10 +77,10 @@ def call(
 
 
 async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> None:
-    from memory.db import create_engine
-    from memory.store import CallStore
-    from telephony.emulator import TwilioCaller, load_wav_8k
-    from telephony.rest_standin import TwilioRestStandIn
+    from callwright.memory.db import open_database
+    from callwright.memory.store import CallStore
+    from callwright.testing.twilio_emulator import TwilioCaller, load_wav_8k
+    from callwright.testing.twilio_rest import TwilioRestStandIn
 
     lines = [load_wav_8k(path) for path in wavs]
     tasks: list[asyncio.Task] = []
@@ -103,9 +103,8 @@ async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> Non
         while not server.started:
             await asyncio.sleep(0.05)
         url = settings.base_url
-        engine = create_engine(settings.sqlalchemy_url)
-        api_token = await CallStore(engine).create_api_token("callwright call")
-        await engine.dispose()
+        async with open_database(settings.sqlalchemy_url) as engine:
+            api_token = await CallStore(engine).create_api_token("callwright call")
     else:
         settings = _settings()
     caller = TwilioCaller(base_url=url, auth_token=settings.twilio_token,
@@ -156,7 +155,8 @@ async def _print_turns(url: str, call_sid: str, token: str | None, once: bool = 
 
 @app.command("model-server")
 def model_server(
-    backend: str = typer.Option(..., help="qwen-omni | funaudiochat | embedded"),
+    backend: str = typer.Option(..., help="qwen-omni | funaudiochat | embedded, or one you "
+                                "registered (callwright.register_backend)"),
     port: int = typer.Option(8765, help="Port for ws://HOST:PORT/session and /health."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     model_path: Path = typer.Option(None, envvar="MODEL_PATH",
@@ -183,15 +183,11 @@ def model_server(
     log_level: str = typer.Option("INFO", envvar="LOG_LEVEL"),
 ) -> None:
     """Run a model worker that hosts one audio-LLM backend (see README, "Audio LLM backends")."""
-    from agent.workers.hosted import (
-        WorkerOptions,
-        create_backend,
-        run_worker,
-        tls_context,
-        worker_secret,
-    )
-    from agent.workers.server import is_loopback
     from callwright import logs
+    from callwright.agent.backends.registry import BackendContext, ModelOptions, create_backend
+    from callwright.agent.workers.hosted import run_worker, tls_context, worker_secret
+    from callwright.agent.workers.server import is_loopback
+    from callwright.settings import Settings
 
     logs.configure(log_level)
     try:
@@ -202,13 +198,13 @@ def model_server(
     if secret is None and not is_loopback(host):  # before loading a model for minutes
         raise typer.BadParameter(f"--host {host} needs a shared secret: MODEL_WORKER_SECRET "
                                  "or --secret-file (README, 'Model workers')")
-    options = WorkerOptions(
+    options = ModelOptions(
         model_path=model_path, device=device, dtype=dtype, max_text_tokens=max_text_tokens,
         max_speech_codes=max_speech_codes, fac_source_dir=fac_source_dir,
         fac_cosyvoice_dir=fac_cosyvoice_dir, fac_speaker_path=fac_speaker_path,
     )
     try:
-        hosted = create_backend(backend, options)
+        hosted = create_backend(backend, BackendContext(settings=Settings(), model=options))
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     asyncio.run(run_worker(hosted, host=host, port=port, max_sessions=max_sessions,
@@ -250,35 +246,30 @@ def dial(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION."""
-    asyncio.run(_migrate(revision, down=False))
+    from callwright.database import run_with_database
+
+    run_with_database(_nothing, revision=revision)
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(...)) -> None:
     """Revert migrations down to REVISION ('base' for an empty database)."""
-    asyncio.run(_migrate(revision, down=True))
+    from callwright.database import run_with_database
+
+    run_with_database(_nothing, revision=revision, down=True)
 
 
-async def _migrate(revision: str, *, down: bool) -> None:
-    from memory.db import create_engine, migrate
-
-    engine = create_engine(_settings().sqlalchemy_url)
-    await migrate(engine, revision, down=down)
-    await engine.dispose()
+async def _nothing(engine, settings) -> None:  # noqa: ANN001 - migrating is the work
+    return None
 
 
 @token_app.command("create")
 def token_create(name: str = typer.Option("cli", help="A label for the token.")) -> None:
     """Create an API bearer token and print it (only its hash is stored)."""
+    from callwright.database import run_with_database
+    from callwright.memory.store import CallStore
 
-    async def create() -> str:
-        from memory.db import create_engine, migrate
-        from memory.store import CallStore
+    async def create(engine, settings) -> str:  # noqa: ANN001
+        return await CallStore(engine).create_api_token(name)
 
-        engine = create_engine(_settings().sqlalchemy_url)
-        await migrate(engine)
-        token = await CallStore(engine).create_api_token(name)
-        await engine.dispose()
-        return token
-
-    typer.echo(asyncio.run(create()))
+    typer.echo(run_with_database(create))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -13,25 +12,15 @@ T = TypeVar("T")
 
 
 def _with_engine(work: Callable[..., Awaitable[T]]) -> T:
-    from callwright.settings import Settings
-    from memory.db import create_engine, migrate
+    from callwright.database import run_with_database
 
-    async def run() -> T:
-        settings = Settings()
-        engine = create_engine(settings.sqlalchemy_url)
-        try:
-            await migrate(engine)
-            return await work(engine, settings)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return run_with_database(work)
 
 
 @memory_app.command("show")
 def show(caller: str = typer.Option(..., "--caller", help="The caller's phone number.")) -> None:
     """Print a caller's profile, last call summary and memories."""
-    from memory.callers import CallerStore
+    from callwright.memory.callers import CallerStore
 
     async def work(engine, settings):
         return await CallerStore(engine, default_region=settings.memory.default_region).profile(
@@ -61,7 +50,7 @@ def forget(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Erase a caller: memories and profile, and with --transcripts their calls too."""
-    from memory.erasure import forget as erase
+    from callwright.memory.erasure import forget as erase
 
     what = "memories, profile" + (", calls, transcripts and recordings" if transcripts else "")
     if not yes:
@@ -88,7 +77,7 @@ def forget(
 @memory_app.command("prune")
 def prune() -> None:
     """Delete memories past their expiry or their kind's retention (run it nightly)."""
-    from memory.retention import prune as prune_memories
+    from callwright.memory.retention import prune as prune_memories
 
     async def work(engine, settings):
         return await prune_memories(engine, retention=settings.memory.retention)

@@ -8,7 +8,7 @@ from types import FrameType
 import uvicorn
 from loguru import logger
 
-from telephony.lines import Lines
+from callwright.telephony.lines import Lines
 
 CLOSE_CONNECTIONS_S = 2.0  # after the drain, how long open sockets get to close
 

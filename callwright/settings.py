@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memory.db import async_url
-from memory.settings import MemorySettings
+from callwright.memory.db import async_url
+from callwright.memory.settings import MemorySettings
 
 
 def _env(*names: str) -> AliasChoices:
@@ -186,12 +186,13 @@ class Settings(BaseSettings):
     )
     webrtc_max_offer_bytes: int = Field(32 * 1024, validation_alias=_env("WEBRTC_MAX_OFFER_BYTES"))
     # The audio LLM in the slot (README, "Audio LLM backends").
-    audio_llm_backend: Literal["embedded", "workers", "openai", "llm", "scripted"] = Field(
+    audio_llm_backend: str = Field(
         "embedded", validation_alias=_env("AUDIO_LLM_BACKEND"),
         description="embedded: the CPU cascade in-process; workers: model workers over "
         "websockets; openai: an OpenAI-compatible server (text out) plus Piper; llm: Whisper, "
         "then any OpenAI-compatible text chat model (LLM_*), then Piper; scripted: "
-        "canned replies without ASR, for load tests.",
+        "canned replies without ASR, for load tests; or a name given to "
+        "callwright.register_backend.",
     )
     audio_llm_workers: str = Field(
         "", validation_alias=_env("AUDIO_LLM_WORKERS"),
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
         return [url.strip() for url in self.audio_llm_workers.split(",") if url.strip()]
 
     flows_dir: Path = Field(
-        Path(__file__).resolve().parents[1] / "flows" / "examples",
+        Path(str(importlib.resources.files("callwright.flows.examples"))),
         validation_alias=_env("FLOWS_DIR"),
         description="Directory of flow files (the call page offers them); edits apply to "
         "calls that start afterwards.",
@@ -261,9 +262,9 @@ class Settings(BaseSettings):
 
     def turn_taking(self):
         """The per-call turn-taking settings (agent.pipeline.TurnTakingSettings)."""
-        from agent.interruptions import InterruptionSettings
-        from agent.pipeline import TurnTakingSettings
-        from agent.speakers import SpeakerSettings
+        from callwright.agent.interruptions import InterruptionSettings
+        from callwright.agent.pipeline import TurnTakingSettings
+        from callwright.agent.speakers import SpeakerSettings
 
         words = {k: tuple(v) for k, v in (("stop_phrases", self.interrupt_stop_phrases),
                                           ("backchannels", self.interrupt_backchannels)) if v}

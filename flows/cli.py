@@ -11,7 +11,7 @@ app = typer.Typer(help="YAML conversation flows.", no_args_is_help=True)
 
 
 def _load(path: Path):
-    from flows.loader import FlowFileError, load_flow
+    from callwright.flows.loader import FlowFileError, load_flow
 
     try:
         return load_flow(path)
@@ -23,7 +23,7 @@ def _load(path: Path):
 @app.command()
 def validate(files: list[Path] = typer.Argument(..., help="Flow files.")) -> None:
     """Check flow files; problems are printed as FILE:LINE:COLUMN: what to change."""
-    from flows.loader import FlowFileError, load_flow
+    from callwright.flows.loader import FlowFileError, load_flow
 
     failed = 0
     for path in files:
@@ -46,7 +46,7 @@ def graph(
     output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout."),
 ) -> None:
     """Draw a flow as a Mermaid or Graphviz graph (SVG when Graphviz is installed)."""
-    from flows import graph as graphs
+    from callwright.flows import graph as graphs
 
     spec = _load(file).spec
     if format == "mermaid":
@@ -79,7 +79,7 @@ def chat(
 
 
 async def _chat(flow, caller_name: str | None) -> None:
-    from flows.engine import FlowRun
+    from callwright.flows.engine import FlowRun
 
     run = FlowRun(flow=flow, caller={"name": caller_name} if caller_name else {})
     typer.echo(f"{flow.spec.name} (version {flow.version}); loading the intent model...")
@@ -124,7 +124,7 @@ def test(
     verbose: bool = typer.Option(False, "-v", help="Print each transcript."),
 ) -> None:
     """Run scripted conversations against a flow; exits 1 if any scenario fails."""
-    from flows.scripts import run_script
+    from callwright.flows.scripts import run_script
 
     flow = _load(file)
     failed = 0
@@ -145,7 +145,7 @@ def test(
 @app.command()
 def schema(output: Path = typer.Option(None, "-o", "--output")) -> None:
     """Print the flow files' JSON Schema (for editors)."""
-    from flows.schema import flow_json_schema_text
+    from callwright.flows.schema import flow_json_schema_text
 
     if output:
         output.write_text(flow_json_schema_text())

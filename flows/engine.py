@@ -19,10 +19,10 @@ import httpx
 from loguru import logger
 from pipecat.flows.config import case_key
 
-from agent.context import Remember
-from flows import expressions, slots, templates
-from flows.library import LoadedFlow
-from flows.schema import (
+from callwright.agent.context import Remember
+from callwright.flows import expressions, slots, templates
+from callwright.flows.library import LoadedFlow
+from callwright.flows.schema import (
     Action,
     Branch,
     ClearAction,
@@ -40,7 +40,7 @@ from flows.schema import (
     Transition,
     WebhookAction,
 )
-from flows.understanding import match_intent, pattern_match
+from callwright.flows.understanding import match_intent, pattern_match
 
 FILL_SLOTS = "fill_slots"  # the tool an LLM calls with the values a node collects
 MAX_HOPS = 16  # transitions in one turn before the run is judged to loop

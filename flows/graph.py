@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from flows.schema import Flow, Function, Transition
+from callwright.flows.schema import Flow, Function, Transition
 
 
 def edges(flow: Flow) -> list[tuple[str, str, str]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from flows.schema import Flow
+from callwright.flows.schema import Flow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +46,7 @@ class FlowLibrary:
 
     def get(self, name: str) -> LoadedFlow:
         """The current version of a flow (blocking file I/O: call it from a thread)."""
-        from flows.loader import FlowFileError, load_flow
+        from callwright.flows.loader import FlowFileError, load_flow
 
         path = self.path_of(name)
         stat = path.stat()

@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flows import expressions, schema, templates
-from flows.engine import FILL_SLOTS
-from flows.library import LoadedFlow
-from flows.schema import (
+from callwright.flows import expressions, schema, templates
+from callwright.flows.engine import FILL_SLOTS
+from callwright.flows.library import LoadedFlow
+from callwright.flows.schema import (
     EndAction,
     Flow,
     FunctionAction,
@@ -27,7 +27,7 @@ from flows.schema import (
     TransferAction,
     WebhookAction,
 )
-from flows.yamlpos import DuplicateKey, Position, load_with_positions
+from callwright.flows.yamlpos import DuplicateKey, Position, load_with_positions
 
 
 @dataclass(frozen=True)

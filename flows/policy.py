@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.policy import Reply
-from flows.engine import FlowRun, FlowTurn
+from callwright.agent.policy import Reply
+from callwright.flows.engine import FlowRun, FlowTurn
 
 
 def reply_of(turn: FlowTurn) -> Reply:

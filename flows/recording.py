@@ -11,7 +11,7 @@ from typing import Protocol
 
 from loguru import logger
 
-from flows.engine import FlowSnapshot
+from callwright.flows.engine import FlowSnapshot
 
 
 class FlowStore(Protocol):

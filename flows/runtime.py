@@ -7,14 +7,14 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.backend import AudioLLM, AudioLLMSession
-from agent.context import Remember
-from flows.engine import FlowRun
-from flows.library import FlowLibrary
-from flows.policy import FlowPolicy
-from flows.recording import FlowRecorder, FlowStore
-from flows.session import FlowSession
-from flows.understanding import SentenceEncoder
+from callwright.agent.backend import AudioLLM, AudioLLMSession
+from callwright.agent.context import Remember
+from callwright.flows.engine import FlowRun
+from callwright.flows.library import FlowLibrary
+from callwright.flows.policy import FlowPolicy
+from callwright.flows.recording import FlowRecorder, FlowStore
+from callwright.flows.session import FlowSession
+from callwright.flows.understanding import SentenceEncoder
 
 
 class FlowRuntime:

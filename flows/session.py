@@ -21,20 +21,21 @@ from collections.abc import AsyncIterator
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioLLM,
     AudioLLMSession,
     CallerText,
     ContextTurn,
     EndOfTurn,
     Event,
+    SessionWrapper,
     TextDelta,
     ToolCall,
     ToolResult,
     TurnRequest,
 )
-from flows import slots, templates
-from flows.engine import FILL_SLOTS, FlowRun, FlowTurn
+from callwright.flows import slots, templates
+from callwright.flows.engine import FILL_SLOTS, FlowRun, FlowTurn
 
 MAX_FOLLOW_UPS = 4  # tool round trips in one turn before the turn is closed
 
@@ -87,10 +88,13 @@ def node_tools(run: FlowRun) -> tuple[dict, ...]:
     return tuple(tool.to_default_dict() for tool in tools)
 
 
-class FlowSession(AudioLLMSession):
+class FlowSession(SessionWrapper):
+    """A backend session steered by a flow: the flow speaks its own lines, hands the model
+    each node's instructions and tools, and runs what the model's tool calls decide."""
+
     def __init__(self, *, backend: AudioLLM, session: AudioLLMSession, run: FlowRun):
+        super().__init__(session)
         self._backend = backend
-        self._session = session
         self.run = run
         self._live = backend.capabilities.live_instructions
         self._seeded_node: str | None = None
@@ -126,7 +130,7 @@ class FlowSession(AudioLLMSession):
             spoken: list[str] = []
             reseed: asyncio.Task | None = None
             say = ""
-            async for event in self._session.respond(request):
+            async for event in self.inner.respond(request):
                 if isinstance(event, ToolCall):
                     turn = await self.run.on_tool_call(event.name, event.arguments)
                     say = " ".join(p for p in (say, turn.text) if p)
@@ -179,16 +183,7 @@ class FlowSession(AudioLLMSession):
         return None
 
     async def _reseed(self, session: AudioLLMSession) -> None:
-        old, self._session = self._session, session
+        old, self.inner = self.inner, session
         self.sessions_opened += 1
         self._seeded_node = self.run.node_name
         await old.close()
-
-    async def cancel(self) -> None:
-        await self._session.cancel()
-
-    async def truncate(self, heard_text: str) -> None:
-        await self._session.truncate(heard_text)
-
-    async def close(self) -> None:
-        await self._session.close()

@@ -16,7 +16,7 @@ import dateparser
 import phonenumbers
 from word2number import w2n
 
-from flows.schema import Slot
+from callwright.flows.schema import Slot
 
 _DIGIT_WORDS = {
     "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",

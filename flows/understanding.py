@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from flows.schema import Function
-from memory import embeddings
+from callwright.flows.schema import Function
+from callwright.memory import embeddings
 
 
 class SentenceEncoder:

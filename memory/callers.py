@@ -8,9 +8,9 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.db import sessionmaker
-from memory.models import Call, Caller, Memory, utcnow
-from memory.numbers import to_e164
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Caller, Memory, utcnow
+from callwright.memory.numbers import to_e164
 
 
 @dataclass(frozen=True, kw_only=True)

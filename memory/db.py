@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alembic import command
@@ -74,3 +76,17 @@ async def migrate(engine: AsyncEngine, revision: str = "head", *, down: bool = F
     logger.info(f"Database: migrating {'down' if down else 'up'} to {revision}")
     async with engine.begin() as conn:
         await conn.run_sync(run)
+
+
+@asynccontextmanager
+async def open_database(
+    url: str, *, revision: str = "head", down: bool = False
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on `url`, migrated to `revision` (up, or down with `down`) before use and
+    disposed of afterwards, on error too. What every command-line tool runs in."""
+    engine = create_engine(url)
+    try:
+        await migrate(engine, revision, down=down)
+        yield engine
+    finally:
+        await engine.dispose()

@@ -9,9 +9,9 @@ from loguru import logger
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.db import sessionmaker
-from memory.models import Call, Caller, Memory, Turn
-from memory.numbers import to_e164
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Caller, Memory, Turn
+from callwright.memory.numbers import to_e164
 
 
 @dataclass(frozen=True, kw_only=True)

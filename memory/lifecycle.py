@@ -11,17 +11,17 @@ from loguru import logger
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agent.context import CallContext
-from memory import embeddings
-from memory.callers import CallerStore
-from memory.db import sessionmaker
-from memory.extract import DeterministicExtractor, SpokenTurn
-from memory.memories import MemoryStore, MemoryWriter, NewMemory
-from memory.models import Call, Memory, Turn
-from memory.recall import Recall
-from memory.redact import Redactor
-from memory.settings import MemorySettings
-from memory.writer import TurnWriter
+from callwright.agent.context import CallContext
+from callwright.memory import embeddings
+from callwright.memory.callers import CallerStore
+from callwright.memory.db import sessionmaker
+from callwright.memory.extract import DeterministicExtractor, SpokenTurn
+from callwright.memory.memories import MemoryStore, MemoryWriter, NewMemory
+from callwright.memory.models import Call, Memory, Turn
+from callwright.memory.recall import Recall
+from callwright.memory.redact import Redactor
+from callwright.memory.settings import MemorySettings
+from callwright.memory.writer import TurnWriter
 
 END_OF_CALL_WAIT_S = 10.0
 

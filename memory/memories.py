@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory import embeddings
-from memory.db import sessionmaker
-from memory.models import Caller, Memory, utcnow
-from memory.redact import Redactor
-from memory.settings import KINDS, RetentionDays
-from memory.writer import OrderedWriter
+from callwright.memory import embeddings
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Caller, Memory, utcnow
+from callwright.memory.redact import Redactor
+from callwright.memory.settings import KINDS, RetentionDays
+from callwright.memory.writer import OrderedWriter
 
 # A fact whose value carries one of these keys also updates the caller's profile,
 # so "remember the name" makes the next call's greeting personal.

@@ -10,9 +10,9 @@ import numpy as np
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory import embeddings
-from memory.db import sessionmaker
-from memory.models import Call, Caller, Memory, utcnow
+from callwright.memory import embeddings
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Caller, Memory, utcnow
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pipecat.frames.frames import Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from agent.frames import AgentTurnFrame, CallerTurnFrame
-from memory.redact import Redactor
-from memory.store import TurnRecord
-from memory.writer import TurnWriter
+from callwright.agent.frames import AgentTurnFrame, CallerTurnFrame
+from callwright.memory.redact import Redactor
+from callwright.memory.store import TurnRecord
+from callwright.memory.writer import TurnWriter
 
 
 class TurnRecorder(FrameProcessor):

@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.db import sessionmaker
-from memory.models import Call, Memory, utcnow
-from memory.settings import KINDS, RetentionDays
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import Call, Memory, utcnow
+from callwright.memory.settings import KINDS, RetentionDays
 
 
 async def prune(

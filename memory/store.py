@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
-from memory.db import sessionmaker
-from memory.models import ApiToken, Call, Turn, utcnow
+from callwright.memory.db import sessionmaker
+from callwright.memory.models import ApiToken, Call, Turn, utcnow
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from loguru import logger
 
-from memory.store import CallStore, TurnRecord
+from callwright.memory.store import CallStore, TurnRecord
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
-from agent.frames import AgentTurnFrame, CallerTurnFrame
+from callwright.agent.frames import AgentTurnFrame, CallerTurnFrame
 
 EVENT_TYPE = "callwright"  # pipecat's own data-channel messages use other types
 

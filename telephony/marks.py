@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pipecat.frames.frames import Frame
 
-from agent.frames import PlaybackMarkFrame
+from callwright.agent.frames import PlaybackMarkFrame
 
 
 class FlushBeforeMark:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.db import create_engine, sessionmaker
-from memory.models import Call, Caller, Memory, Turn
+from callwright.memory.db import create_engine, sessionmaker
+from callwright.memory.models import Call, Caller, Memory, Turn
 from tests.support import ROOT, Server, speech_8k
 
 RATE = 8000

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-import admin.models  # noqa: F401  (registers the admin tables on memory.models.Base)
-from telephony.rest_standin import TwilioRestStandIn
+import callwright.admin.models  # noqa: F401  (registers the admin tables on the memory Base)
+from callwright.testing.twilio_rest import TwilioRestStandIn
 from tests.support import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -56,10 +56,10 @@ async def server(tmp_path_factory, rest_standin):
 @pytest.fixture(scope="session")
 async def cascade():
     """The embedded cascade, its models loaded in the test process."""
-    from agent import models
-    from agent.cascade import EmbeddedCascade
-    from agent.model_host import ModelHost
-    from agent.policy import Receptionist
+    from callwright.agent import models
+    from callwright.agent.backends.cascade import EmbeddedCascade
+    from callwright.agent.model_host import ModelHost
+    from callwright.agent.policy import Receptionist
 
     backend = EmbeddedCascade(
         host=ModelHost(paths=models.resolve(), processes=0), policy_factory=Receptionist

@@ -20,7 +20,7 @@ from collections import deque
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from telephony.local_server import LocalServer
+from callwright.testing.local_server import LocalServer
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:

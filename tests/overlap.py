@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from telephony.emulator import CHUNK_BYTES, RATE, SPEECH_RMS, LineAcoustics, rms, speech_end_s
+from callwright.testing.twilio_emulator import (
+    CHUNK_BYTES,
+    RATE,
+    SPEECH_RMS,
+    LineAcoustics,
+    rms,
+    speech_end_s,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -164,7 +164,7 @@ def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env
 
 
 def caller(server: Server, **kwargs):
-    from telephony.emulator import TwilioCaller
+    from callwright.testing.twilio_emulator import TwilioCaller
 
     return TwilioCaller(
         base_url=server.url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,

@@ -2,10 +2,10 @@
 
 from datetime import UTC, date, datetime, timedelta
 
-from admin.calls import CallFilters, CallQueries
-from admin.dashboard import overview
-from memory.db import create_engine, migrate, sessionmaker
-from memory.models import Call, Turn
+from callwright.admin.calls import CallFilters, CallQueries
+from callwright.admin.dashboard import overview
+from callwright.memory.db import create_engine, migrate, sessionmaker
+from callwright.memory.models import Call, Turn
 
 DAY = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnal
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
-from agent import models
-from agent.analyzers import SharedSileroVAD, SmartTurnModel, silero_batcher
+from callwright.agent import models
+from callwright.agent.analyzers import SharedSileroVAD, SmartTurnModel, silero_batcher
 from tests.support import speech_8k
 
 RATE = 16_000

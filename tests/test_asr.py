@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soxr
 
-from agent.asr import MAX_SHORT_FRAMES, WhisperASR
+from callwright.agent.asr import MAX_SHORT_FRAMES, WhisperASR
 from tests.support import speech_8k, wer
 
 

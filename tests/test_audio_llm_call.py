@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def tiny_omni(tmp_path_factory):
-    from agent.backends.qwen_omni_random import save_tiny
+    from callwright.agent.backends.qwen_omni_random import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("omni"))
 
@@ -46,7 +46,7 @@ async def test_call_with_the_omni_worker_in_the_slot(tmp_path, tiny_omni, rest_s
         assert worker.health()["sessions"] == 0  # the call's session was released
 
         # While another client holds the only worker, a call gets the apology and the cascade.
-        from agent.workers.client import WorkerPool
+        from callwright.agent.backends.worker_pool import WorkerPool
 
         held = await WorkerPool(urls=[worker.url]).open_session()
         try:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pipecat.audio.utils import create_file_resampler
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     BackendBusy,
@@ -25,11 +25,11 @@ from agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from agent.backends import funaudiochat
-from agent.fallback import BUSY_APOLOGY, FAILURE_APOLOGY, FallbackSession
-from agent.scripted import ScriptedReplies
-from agent.transcript import TranscribingSession
-from agent.workers.client import WorkerPool
+from callwright.agent.backends import funaudiochat
+from callwright.agent.backends.scripted import ScriptedReplies
+from callwright.agent.backends.worker_pool import WorkerPool
+from callwright.agent.fallback import BUSY_APOLOGY, FAILURE_APOLOGY, FallbackSession
+from callwright.agent.transcript import TranscribingSession
 from tests.openai_standin import OpenAIStandIn
 from tests.support import speech_16k, tiny_omni_worker, words
 
@@ -44,7 +44,7 @@ BOOK_TOOL = {
 
 @pytest.fixture(scope="session")
 def tiny_omni_dir(tmp_path_factory):
-    from agent.backends.qwen_omni_random import save_tiny
+    from callwright.agent.backends.qwen_omni_random import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("tiny-omni"))
 
@@ -74,7 +74,7 @@ async def backend(request, cascade, omni_worker, openai_standin) -> AudioLLM:
         await pool.load()
         return pool
     if name == "openai":
-        from agent.backends.openai_compat import OpenAICompatibleBackend
+        from callwright.agent.backends.openai_compat import OpenAICompatibleBackend
 
         backend = OpenAICompatibleBackend(base_url=openai_standin.base_url,
                                           model=openai_standin.model, speak=cascade.synthesize)

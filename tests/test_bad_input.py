@@ -7,7 +7,7 @@ import httpx
 import pytest
 import websockets
 
-from telephony.emulator import CallResult, StreamSession, TwilioCaller
+from callwright.testing.twilio_emulator import CallResult, StreamSession, TwilioCaller
 from tests.support import caller, speech_8k
 
 pytestmark = pytest.mark.e2e

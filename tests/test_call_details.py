@@ -1,6 +1,6 @@
 """What an outbound call was placed with reaches the call's context."""
 
-from agent.context import CallContext
+from callwright.agent.context import CallContext
 from callwright.calls import _with_call_details
 
 

@@ -20,7 +20,7 @@ from datetime import date
 import httpx
 import pytest
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     CallerText,
     EndOfTurn,
@@ -30,12 +30,12 @@ from agent.backend import (
     ToolResult,
     TurnRequest,
 )
-from agent.backends.chat_llm import ChatLLMBackend, well_formed
-from agent.fallback import FAILURE_APOLOGY, FallbackSession
-from flows.engine import FlowRun
-from flows.loader import load_flow
-from flows.policy import FlowPolicy
-from flows.session import FlowSession
+from callwright.agent.backends.chat_llm import ChatLLMBackend, well_formed
+from callwright.agent.fallback import FAILURE_APOLOGY, FallbackSession
+from callwright.flows.engine import FlowRun
+from callwright.flows.loader import load_flow
+from callwright.flows.policy import FlowPolicy
+from callwright.flows.session import FlowSession
 from tests.openai_standin import OpenAIStandIn
 from tests.support import ROOT, free_port, speech_16k, words
 
@@ -416,8 +416,8 @@ async def test_a_server_killed_mid_reply_fails_the_turn_at_once(cascade, tmp_pat
 
 
 def test_settings_make_the_backend(tmp_path):
-    from agent.cascade import EmbeddedCascade
-    from callwright.audio_llm import create_audio_llm
+    from callwright.agent.backends.cascade import EmbeddedCascade
+    from callwright.agent.backends.registry import BackendContext, create_backend
     from callwright.settings import Settings
 
     cascade = EmbeddedCascade(host=None, policy_factory=None)
@@ -425,13 +425,13 @@ def test_settings_make_the_backend(tmp_path):
                         LLM_MODEL="m", LLM_API_KEY="sk-secret", LLM_FIRST_TOKEN_TIMEOUT="30",
                         MODEL_TIMEOUT_SECONDS="20", LLM_TOOL_CHOICE="auto",
                         CALLWRIGHT_DATA_DIR=str(tmp_path))
-    backend = create_audio_llm(settings, cascade)
+    backend = create_backend("llm", BackendContext(settings=settings, cascade=cascade))
     assert isinstance(backend, ChatLLMBackend) and backend.capabilities.tools
     assert backend.first_token_timeout_s < 20  # else the slot would give up on the call
     assert backend.tool_choice == "auto" and backend.client.api_key == "sk-secret"
     assert "sk-secret" not in repr(settings)
     with pytest.raises(ValueError, match="LLM_URL"):
-        create_audio_llm(Settings(AUDIO_LLM_BACKEND="llm"), cascade)
+        create_backend("llm", BackendContext(settings=Settings(), cascade=cascade))
 
 
 def test_a_local_model_is_named_clearly_when_missing(tmp_path):

@@ -15,7 +15,7 @@ import re
 import httpx
 import pytest
 
-from agent.fallback import FAILURE_APOLOGY
+from callwright.agent.fallback import FAILURE_APOLOGY
 from tests.admin_seed import PASSWORD, add_user
 from tests.openai_standin import OpenAIStandIn
 from tests.support import caller, speech_8k, start_server, transcribe_8k, words

@@ -5,8 +5,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from memory.db import create_engine
-from memory.store import CallStore
+from callwright.memory.db import create_engine
+from callwright.memory.store import CallStore
 from tests.support import caller, speech_8k, start_server, transcribe_8k
 
 pytestmark = pytest.mark.e2e

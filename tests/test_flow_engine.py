@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
@@ -21,13 +21,13 @@ from agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from flows.engine import FILL_SLOTS, FlowRun
-from flows.library import FlowLibrary
-from flows.loader import load_flow, load_flow_text
-from flows.recording import FlowRecorder
-from flows.session import FlowSession
-from memory.db import create_engine, migrate
-from memory.store import CallStore
+from callwright.flows.engine import FILL_SLOTS, FlowRun
+from callwright.flows.library import FlowLibrary
+from callwright.flows.loader import load_flow, load_flow_text
+from callwright.flows.recording import FlowRecorder
+from callwright.flows.session import FlowSession
+from callwright.memory.db import create_engine, migrate
+from callwright.memory.store import CallStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "flows" / "examples"
 

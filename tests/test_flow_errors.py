@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from flows.loader import FlowFileError, load_flow
+from callwright.flows.loader import FlowFileError, load_flow
 
 GOOD = """\
 name: t

@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from callwright.cli import app
-from flows.loader import load_flow, schema_path
-from flows.schema import flow_json_schema_text
-from flows.scripts import run_script
+from callwright.flows.loader import load_flow, schema_path
+from callwright.flows.schema import flow_json_schema_text
+from callwright.flows.scripts import run_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "flows" / "examples"
 FLOWS = sorted(EXAMPLES.glob("*.yaml"))

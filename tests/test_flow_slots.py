@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
-from flows import slots
-from flows.schema import Slot
+from callwright.flows import slots
+from callwright.flows.schema import Slot
 
 TODAY = date(2026, 11, 25)  # a Wednesday
 

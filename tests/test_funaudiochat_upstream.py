@@ -46,14 +46,14 @@ except ImportError as exc:
                 "`make fac-test FAC_SRC=...` builds its environment and runs this file",
                 allow_module_level=True)
 
-from agent.backend import AudioChunk, EndOfTurn, TextDelta, TurnRequest  # noqa: E402
-from agent.backends.funaudiochat import (  # noqa: E402
+from callwright.agent.backend import AudioChunk, EndOfTurn, TextDelta, TurnRequest  # noqa: E402
+from callwright.agent.backends.funaudiochat import (  # noqa: E402
     CosyVoiceVocoder,
     FunAudioChatBackend,
     FunAudioChatPaths,
 )
-from agent.backends.turns import BoundedHistory  # noqa: E402
-from agent.backends.vocoder import CodeWindow  # noqa: E402
+from callwright.agent.backends.turns import BoundedHistory  # noqa: E402
+from callwright.agent.backends.vocoder import CodeWindow  # noqa: E402
 
 SPECIAL = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|AUDIO|>", "<|audio_bos|>",
            "<|audio_eos|>", "<|audio_pad|>", "<|sil|>"]
@@ -285,8 +285,8 @@ async def test_special_tokens_in_a_reply_never_reach_the_history(backend):
 
 
 async def test_served_by_a_model_worker_with_a_secret(backend):
-    from agent.workers.client import WorkerPool
-    from agent.workers.server import ModelWorker
+    from callwright.agent.backends.worker_pool import WorkerPool
+    from callwright.agent.workers.server import ModelWorker
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

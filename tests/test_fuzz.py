@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from callwright.cli import WS_MAX_BYTES
 from callwright.settings import Settings
-from telephony.emulator import TwilioCaller
+from callwright.testing.twilio_emulator import TwilioCaller
 from tests.support import caller, speech_8k
 
 pytestmark = pytest.mark.e2e

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.echo import ECHO_RATE, PlayedAudio, echo_share
-from agent.interruptions import InterruptionSettings, is_interruption
-from agent.turns import reads_out
-from telephony.emulator import LineAcoustics
+from callwright.agent.echo import ECHO_RATE, PlayedAudio, echo_share
+from callwright.agent.interruptions import InterruptionSettings, is_interruption
+from callwright.agent.turns import reads_out
+from callwright.testing.twilio_emulator import LineAcoustics
 from tests import overlap as ov
 from tests.support import caller, start_server
 
@@ -45,7 +45,7 @@ def test_echo_share_survives_playout_drift():
 def test_played_audio_follows_the_far_end_playout_not_the_writes(monkeypatch):
     """pipecat writes ahead of playback; echo and the heard clock follow what has played."""
     clock = [100.0]
-    monkeypatch.setattr("agent.echo.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("callwright.agent.echo.time.monotonic", lambda: clock[0])
     played = PlayedAudio(keep_s=1.0)
     tone = np.full(2 * ECHO_RATE, 1000, dtype=np.int16)
     for i in range(4):  # four 0.5 s chunks written within one second: 2 s of playout

@@ -19,13 +19,13 @@ from datetime import date
 import httpx
 import pytest
 
-from agent.backend import AudioChunk, EndOfTurn, ModelUsage, TextDelta, TurnRequest
-from agent.backends.chat_llm import ChatLLMBackend
-from agent.fallback import FAILURE_APOLOGY, FallbackSession
+from callwright.agent.backend import AudioChunk, EndOfTurn, ModelUsage, TextDelta, TurnRequest
+from callwright.agent.backends.chat_llm import ChatLLMBackend
+from callwright.agent.fallback import FAILURE_APOLOGY, FallbackSession
+from callwright.flows.engine import FlowRun
+from callwright.flows.loader import load_flow
+from callwright.flows.session import FlowSession
 from callwright.local_llm import LlamaServer, LocalLLMError, PromptTokens, resolve_gguf
-from flows.engine import FlowRun
-from flows.loader import load_flow
-from flows.session import FlowSession
 from tests.support import ROOT, caller, speech_8k, speech_16k, start_server, transcribe_8k, wer
 
 pytestmark = pytest.mark.e2e

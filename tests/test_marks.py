@@ -10,8 +10,8 @@ from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 
-from agent.frames import PlaybackMarkFrame
-from telephony.marks import FlushBeforeMark
+from callwright.agent.frames import PlaybackMarkFrame
+from callwright.telephony.marks import FlushBeforeMark
 
 RATE = 8000
 

@@ -8,15 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect, select, text, update
 
-from memory.db import create_engine, migrate
-from memory.erasure import forget
-from memory.lifecycle import CallMemory
-from memory.models import Call, Caller, Memory, Turn, utcnow
-from memory.recall import Recall
-from memory.retention import prune
-from memory.settings import MemorySettings, RetentionDays
-from memory.store import CallStore, TurnRecord
-from memory.writer import TurnWriter
+from callwright.memory.db import create_engine, migrate
+from callwright.memory.erasure import forget
+from callwright.memory.lifecycle import CallMemory
+from callwright.memory.models import Call, Caller, Memory, Turn, utcnow
+from callwright.memory.recall import Recall
+from callwright.memory.retention import prune
+from callwright.memory.settings import MemorySettings, RetentionDays
+from callwright.memory.store import CallStore, TurnRecord
+from callwright.memory.writer import TurnWriter
 
 
 @pytest.fixture
@@ -267,9 +267,9 @@ async def test_prune_by_expiry_and_retention(db, parts):
 
 
 async def test_remember_stores_redacted_text_when_asked(db):
-    from memory.callers import CallerStore
-    from memory.memories import MemoryStore
-    from memory.redact import Redactor
+    from callwright.memory.callers import CallerStore
+    from callwright.memory.memories import MemoryStore
+    from callwright.memory.redact import Redactor
 
     call_id = await _new_call(CallStore(db), "+14155550122", "CA-redact")
     caller_id, _ = await CallerStore(db).recognise(call_id)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from memory.extract import DeterministicExtractor, SpokenTurn
-from memory.numbers import to_e164
-from memory.redact import CARD, EMAIL, PHONE, Redactor, spoken_digits_to_digits
+from callwright.memory.extract import DeterministicExtractor, SpokenTurn
+from callwright.memory.numbers import to_e164
+from callwright.memory.redact import CARD, EMAIL, PHONE, Redactor, spoken_digits_to_digits
 
 
 @pytest.mark.parametrize(

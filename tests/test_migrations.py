@@ -2,8 +2,8 @@
 
 from sqlalchemy import inspect
 
-from memory.db import create_engine, migrate
-from memory.models import Base
+from callwright.memory.db import create_engine, migrate
+from callwright.memory.models import Base
 
 
 async def _tables(engine) -> set[str]:

@@ -7,10 +7,15 @@ import pytest
 from pipecat.frames.frames import EndTaskFrame, TTSAudioRawFrame
 from pipecat.tests.utils import SleepFrame, run_test
 
-from agent.backend import AudioChunk, AudioLLMSession, Event, TextDelta, TurnRequest
-from agent.frames import AgentTurnFrame, PlaybackMarkedFrame, PlaybackMarkFrame, TransferCallFrame
-from agent.guard import FailedSession, GuardedSession
-from agent.slot import AudioLLMSlot, SlotFallback
+from callwright.agent.backend import AudioChunk, AudioLLMSession, Event, TextDelta, TurnRequest
+from callwright.agent.frames import (
+    AgentTurnFrame,
+    PlaybackMarkedFrame,
+    PlaybackMarkFrame,
+    TransferCallFrame,
+)
+from callwright.agent.guard import FailedSession, GuardedSession
+from callwright.agent.slot import AudioLLMSlot, SlotFallback
 
 APOLOGY = SlotFallback(text="Sorry, something went wrong. Goodbye.",
                        audio=b"\x10\x00" * 8000, sample_rate=16000)

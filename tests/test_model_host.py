@@ -10,8 +10,8 @@ import psutil
 import pytest
 import soxr
 
-from agent import models
-from agent.model_host import ModelHost, ModelLoadFailed, ModelProcessDied
+from callwright.agent import models
+from callwright.agent.model_host import ModelHost, ModelLoadFailed, ModelProcessDied
 from tests.support import launch_server, speech_8k, start_server
 
 

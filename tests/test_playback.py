@@ -1,6 +1,6 @@
 """What the caller heard of an agent turn, from the played-speech clock."""
 
-from agent.playback import AgentTurn, PushedSegment
+from callwright.agent.playback import AgentTurn, PushedSegment
 
 RATE = 8000
 

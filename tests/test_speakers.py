@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import soxr
 
-from agent import speakers, voice_features
-from agent.speakers import SpeakerTracker
+from callwright.agent import speakers, voice_features
+from callwright.agent.speakers import SpeakerTracker
 from tests import overlap as ov
 
 

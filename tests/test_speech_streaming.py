@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from agent.backend import AudioChunk, TextDelta, ToolCall, TurnRequest
-from agent.backends.speech_turn import SpeechTurnResult, stream_speech_turn
-from agent.backends.streaming import (
+from callwright.agent.backend import AudioChunk, TextDelta, ToolCall, TurnRequest
+from callwright.agent.backends.speech_turn import SpeechTurnResult, stream_speech_turn
+from callwright.agent.backends.streaming import (
     CancelCriterion,
     GenerationThread,
     TextDecoder,
     TokenStreamer,
     WordChunker,
 )
-from agent.backends.turns import BoundedHistory, cap_input, extract_tool_calls
-from agent.backends.vocoder import CodeWindow
+from callwright.agent.backends.turns import BoundedHistory, cap_input, extract_tool_calls
+from callwright.agent.backends.vocoder import CodeWindow
 
 BOS, EOS = 16, 17  # speech control codes, as in the tiny Fun-Audio-Chat config
 WORDS = ["<|audio_bos|>", "Hello", " there", ",", " how", " can", " I", " help", "?",
@@ -237,13 +237,13 @@ def test_tool_call_parsing_survives_bad_json():
 
 @pytest.fixture(scope="module")
 def tiny_omni(tmp_path_factory) -> Path:
-    from agent.backends.qwen_omni_random import save_tiny
+    from callwright.agent.backends.qwen_omni_random import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("omni"))
 
 
 async def test_qwen_omni_caps_input_and_cancels_within_a_step(tiny_omni):
-    from agent.backends.qwen_omni import QwenOmniBackend
+    from callwright.agent.backends.qwen_omni import QwenOmniBackend
 
     backend = QwenOmniBackend(model_path=tiny_omni, max_text_tokens=40, max_speech_codes=40)
     await backend.load()
@@ -310,7 +310,7 @@ def stub_cosyvoice(monkeypatch):
 
 
 def test_cosyvoice_vocoder_loads_and_calls_token2wav_as_upstream(stub_cosyvoice, tmp_path):
-    from agent.backends.funaudiochat import CosyVoiceVocoder
+    from callwright.agent.backends.funaudiochat import CosyVoiceVocoder
 
     speakers = tmp_path / "spk2info.pt"  # shaped like upstream's utils/new_spk2info.pt
     torch.save({"中文女": {"embedding": torch.randn(1, 192)}}, speakers)
@@ -325,7 +325,7 @@ def test_cosyvoice_vocoder_loads_and_calls_token2wav_as_upstream(stub_cosyvoice,
 
 
 def test_fun_audio_chat_generates_speech_with_upstream_settings(tmp_path):
-    from agent.backends.funaudiochat import FunAudioChatBackend, FunAudioChatPaths
+    from callwright.agent.backends.funaudiochat import FunAudioChatBackend, FunAudioChatPaths
 
     class Model:
         # The model's own defaults (modeling_funaudiochat.py:790): no forced <|audio_bos|>.

@@ -7,8 +7,8 @@ import time
 import pytest
 import websockets
 
-from telephony import tokens
-from telephony.emulator import TwilioCaller
+from callwright.telephony.twilio import tokens
+from callwright.testing.twilio_emulator import TwilioCaller
 from tests.support import SECRET_KEY, caller
 
 

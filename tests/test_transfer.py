@@ -5,9 +5,9 @@ import xml.etree.ElementTree as ET
 from pipecat.frames.frames import EndTaskFrame, TTSAudioRawFrame
 from pipecat.tests.utils import SleepFrame, run_test
 
-from agent.frames import TransferCallFrame
-from telephony.twilio_control import TwilioCallControl
-from telephony.twilio_rest import TwilioAccount
+from callwright.agent.frames import TransferCallFrame
+from callwright.telephony.twilio.control import TwilioCallControl
+from callwright.telephony.twilio.rest import TwilioAccount
 from tests.support import ACCOUNT_SID, AUTH_TOKEN
 
 CALL_SID = "CA" + "5" * 32

@@ -14,7 +14,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
 
-from agent.turns import TranscriptAwareTurnStopStrategy
+from callwright.agent.turns import TranscriptAwareTurnStopStrategy
 
 
 class _HearsFinished(BaseTurnAnalyzer):

@@ -9,8 +9,8 @@ from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame
 from pipecat.processors.frame_processor import FrameProcessorSetup
 
-from agent.frames import PlaybackMarkedFrame
-from telephony.twilio_serializer import TwilioMediaStreamSerializer
+from callwright.agent.frames import PlaybackMarkedFrame
+from callwright.telephony.twilio.serializer import TwilioMediaStreamSerializer
 from tests.support import speech_8k
 
 STREAM_SID = "MZ" + "0" * 32

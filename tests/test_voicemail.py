@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 
-from telephony.emulator import TwilioCaller
+from callwright.testing.twilio_emulator import TwilioCaller
 from tests import dtmf
 from tests.support import ACCOUNT_SID, caller, start_server, transcribe_8k, wer
 from tests.test_bad_input import _open

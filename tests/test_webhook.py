@@ -3,7 +3,7 @@
 import httpx
 from twilio.request_validator import RequestValidator
 
-from telephony.emulator import TwilioCaller
+from callwright.testing.twilio_emulator import TwilioCaller
 from tests.support import AUTH_TOKEN, caller
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from telephony.ice import add_loopback_candidate
+from callwright.telephony.webrtc.ice import add_loopback_candidate
 from tests.support import speech_8k, transcribe_8k, wer
 from tests.webrtc_peer import WebRTCCaller
 

@@ -13,9 +13,9 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.workers.runner import WorkerRunner
 
-from agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
-from telephony.ice import add_loopback_candidate
-from telephony.webrtc_transport import CallWebRTCTransport
+from callwright.agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
+from callwright.telephony.webrtc.ice import add_loopback_candidate
+from callwright.telephony.webrtc.transport import CallWebRTCTransport
 from tests.webrtc_peer import RATE, WebRTCCaller
 
 

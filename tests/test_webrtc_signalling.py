@@ -8,9 +8,9 @@ import pytest
 from aiortc import RTCPeerConnection
 from fastapi import FastAPI
 
-from memory.db import create_engine, migrate
-from memory.store import CallStore
-from telephony import webrtc
+from callwright.memory.db import create_engine, migrate
+from callwright.memory.store import CallStore
+from callwright.telephony.webrtc import routes as webrtc
 from tests.webrtc_peer import SpeechTrack
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
@@ -31,9 +31,9 @@ from agent.backend import (
     Event,
     TurnRequest,
 )
-from agent.workers import protocol as p
-from agent.workers.client import WorkerPool
-from agent.workers.server import ModelWorker
+from callwright.agent.backends.worker_pool import WorkerPool
+from callwright.agent.workers import protocol as p
+from callwright.agent.workers.server import ModelWorker
 
 SECRET = "s3cret-" + "x" * 36
 
@@ -187,7 +187,7 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 
 
 async def test_wss_worker_with_a_certificate_the_pool_checks(tmp_path):
-    from agent.workers.hosted import tls_context
+    from callwright.agent.workers.hosted import tls_context
 
     cert, key = self_signed(tmp_path)
     server, url = await worker(tls=tls_context(cert, key))

@@ -20,7 +20,7 @@ from typing import Any
 
 from loguru import logger
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
@@ -32,15 +32,15 @@ from agent.backend import (
     TextDelta,
     TurnRequest,
 )
-from agent.backends.openai_compat import (
+from callwright.agent.backends.openai_compat import (
     SentenceBuffer,
     add_tool_call_fragment,
     check_server,
     openai_tools,
     tool_call_of,
 )
-from agent.backends.turns import cap_input
-from agent.transcript import EarlyTranscript
+from callwright.agent.backends.turns import cap_input
+from callwright.agent.transcript import EarlyTranscript
 
 PHONE_STYLE = (
     "This is a phone call: everything you write is spoken aloud to the caller. Answer in one "

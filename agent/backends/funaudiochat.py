@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from loguru import logger
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioLLM,
     AudioLLMSession,
     BackendBusy,
@@ -30,15 +30,15 @@ from agent.backend import (
     Event,
     TurnRequest,
 )
-from agent.backends.speech_turn import SpeechTurnResult, stream_speech_turn
-from agent.backends.streaming import (
+from callwright.agent.backends.speech_turn import SpeechTurnResult, stream_speech_turn
+from callwright.agent.backends.streaming import (
     CancelCriterion,
     GenerationThread,
     TokenStreamer,
     pcm16_to_float,
 )
-from agent.backends.turns import BoundedHistory, cap_input, tools_prompt
-from agent.backends.vocoder import CodeWindow, Vocoder
+from callwright.agent.backends.turns import BoundedHistory, cap_input, tools_prompt
+from callwright.agent.backends.vocoder import CodeWindow, Vocoder
 
 if TYPE_CHECKING:  # torch is imported where the worker runs, not at import time
     import torch

@@ -21,7 +21,7 @@ from typing import Any
 
 from loguru import logger
 
-from agent.backend import (
+from callwright.agent.backend import (
     INPUT_SAMPLE_RATE,
     AudioChunk,
     AudioLLM,
@@ -33,7 +33,7 @@ from agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from agent.backends.turns import BoundedHistory, cap_input
+from callwright.agent.backends.turns import BoundedHistory, cap_input
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly phone assistant. Answer in one to three short spoken sentences, "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
@@ -28,7 +28,7 @@ from agent.backend import (
     TextDelta,
     TurnRequest,
 )
-from agent.backends.streaming import (
+from callwright.agent.backends.streaming import (
     CancelCriterion,
     GenerationThread,
     TextDecoder,
@@ -39,7 +39,7 @@ from agent.backends.streaming import (
     pcm16_to_float,
     pcm_chunks,
 )
-from agent.backends.turns import BoundedHistory, cap_input
+from callwright.agent.backends.turns import BoundedHistory, cap_input
 
 OUTPUT_SAMPLE_RATE = 24_000
 # Qwen2.5-Omni only speaks with this exact system prompt (model card); flow

@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from agent.backend import AudioChunk, Event, TextDelta, ToolCall
-from agent.backends.streaming import (
+from callwright.agent.backend import AudioChunk, Event, TextDelta, ToolCall
+from callwright.agent.backends.streaming import (
     CancelCriterion,
     GenerationThread,
     SpeechCodes,
@@ -25,8 +25,8 @@ from agent.backends.streaming import (
     float_to_pcm16,
     pcm_chunks,
 )
-from agent.backends.turns import extract_tool_calls
-from agent.backends.vocoder import CodeWindow
+from callwright.agent.backends.turns import extract_tool_calls
+from callwright.agent.backends.vocoder import CodeWindow
 
 TOOL_CALL_OPEN = "<tool_call>"
 

@@ -8,7 +8,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from agent.backend import INPUT_SAMPLE_RATE, ToolCall
+from callwright.agent.backend import INPUT_SAMPLE_RATE, ToolCall
 
 MAX_INPUT_S = 30.0  # Whisper-style encoders see 30 s; longer clips are silently zero-filled
 

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter
 
-from agent import backend as contract
+from callwright.agent import backend as contract
 
 PROTOCOL_VERSION = 1
 SESSION_PATH = "/session"

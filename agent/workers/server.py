@@ -24,8 +24,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agent.backend import AudioLLM, AudioLLMSession, BackendBusy, EndOfTurn
-from agent.workers import protocol as p
+from callwright.agent.backend import AudioLLM, AudioLLMSession, BackendBusy, EndOfTurn
+from callwright.agent.workers import protocol as p
 
 
 def is_loopback(host: str) -> bool:

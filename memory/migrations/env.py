@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from memory.models import Base
+from callwright.memory.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

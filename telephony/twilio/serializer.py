@@ -17,7 +17,7 @@ from pipecat.audio.utils import ulaw_to_pcm
 from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
-from agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
+from callwright.agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
 
 _KNOWN_EVENTS = {"connected", "start", "media", "dtmf", "mark", "stop"}
 

@@ -18,8 +18,8 @@ from pipecat.transports.smallwebrtc.transport import (
     SmallWebRTCTransport,
 )
 
-from agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
-from telephony.marks import FlushBeforeMark
+from callwright.agent.frames import PlaybackMarkedFrame, PlaybackMarkFrame
+from callwright.telephony.marks import FlushBeforeMark
 
 
 class PlaybackClockOutputTransport(FlushBeforeMark, SmallWebRTCOutputTransport):

@@ -26,11 +26,11 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
-from memory.store import CallStore
-from telephony.call_events import CallEventsObserver
-from telephony.handler import CallHandler
-from telephony.ice import rtc_ice_servers
-from telephony.webrtc_transport import CallWebRTCTransport
+from callwright.memory.store import CallStore
+from callwright.telephony.call_events import CallEventsObserver
+from callwright.telephony.handler import CallHandler
+from callwright.telephony.webrtc.ice import rtc_ice_servers
+from callwright.telephony.webrtc.transport import CallWebRTCTransport
 
 OUTPUT_SAMPLE_RATE = 48_000  # Opus runs at 48 kHz; anything else is resampled again by aiortc
 DEFAULT_FLOW = "default"

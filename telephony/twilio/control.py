@@ -16,9 +16,9 @@ from loguru import logger
 from pipecat.frames.frames import EndTaskFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from agent.frames import AnsweredByFrame, TransferCallFrame
-from telephony.numbers import allowed, mask_number
-from telephony.twilio_rest import TwilioAccount, transfer
+from callwright.agent.frames import AnsweredByFrame, TransferCallFrame
+from callwright.telephony.numbers import allowed, mask_number
+from callwright.telephony.twilio.rest import TwilioAccount, transfer
 
 
 class TwilioCallControl(FrameProcessor):

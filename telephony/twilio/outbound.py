@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from memory.store import CallStore
-from telephony.numbers import allowed, mask_number
-from telephony.twilio_rest import TwilioAccount, place_call
+from callwright.memory.store import CallStore
+from callwright.telephony.numbers import allowed, mask_number
+from callwright.telephony.twilio.rest import TwilioAccount, place_call
 
 
 class DialRefused(Exception):

@@ -25,8 +25,8 @@ from pipecat.transports.websocket.fastapi import (
 )
 from starlette.websockets import WebSocket
 
-from agent.frames import TransferCallFrame
-from telephony.marks import FlushBeforeMark
+from callwright.agent.frames import TransferCallFrame
+from callwright.telephony.marks import FlushBeforeMark
 
 OUTPUT_LEAD_S = 0.2  # audio held at the far end: covers server and network hiccups
 

@@ -12,16 +12,16 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from agent.frames import is_machine
-from memory.models import Call
-from memory.store import CallStore
-from telephony import tokens
-from telephony.handler import CallHandler
-from telephony.lines import Lines
-from telephony.numbers import mask_number
-from telephony.twilio_control import TwilioCallControl
-from telephony.twilio_rest import TwilioAccount, hang_up
-from telephony.twilio_serializer import (
+from callwright.agent.frames import is_machine
+from callwright.memory.models import Call
+from callwright.memory.store import CallStore
+from callwright.telephony.handler import CallHandler
+from callwright.telephony.lines import Lines
+from callwright.telephony.numbers import mask_number
+from callwright.telephony.twilio import tokens
+from callwright.telephony.twilio.control import TwilioCallControl
+from callwright.telephony.twilio.rest import TwilioAccount, hang_up
+from callwright.telephony.twilio.serializer import (
     INVALID_PAYLOAD,
     MESSAGE_TOO_BIG,
     POLICY_VIOLATION,
@@ -31,7 +31,7 @@ from telephony.twilio_serializer import (
     describe,
     parse_message,
 )
-from telephony.twilio_transport import TwilioWebsocketTransport
+from callwright.telephony.twilio.transport import TwilioWebsocketTransport
 
 TWILIO_SAMPLE_RATE = 8000
 INTERNAL_ERROR = 1011

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
@@ -21,7 +21,7 @@ from agent.backend import (
     TextDelta,
     TurnRequest,
 )
-from agent.cascade import EmbeddedCascade
+from callwright.agent.backends.cascade import EmbeddedCascade
 
 OPENING = "Hello, you've reached the callwright front desk. How can I help you today?"
 LINES = ("Sure, we are open every day from nine to nine.", "Thank you for calling. Goodbye!")

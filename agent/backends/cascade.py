@@ -9,7 +9,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioChunk,
     AudioLLM,
     AudioLLMSession,
@@ -20,10 +20,10 @@ from agent.backend import (
     TextDelta,
     TurnRequest,
 )
-from agent.context import call_context
-from agent.model_host import ModelHost
-from agent.policy import Reply, ReplyPolicy
-from agent.transcript import EarlyTranscript
+from callwright.agent.context import call_context
+from callwright.agent.model_host import ModelHost
+from callwright.agent.policy import Reply, ReplyPolicy
+from callwright.agent.transcript import EarlyTranscript
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 

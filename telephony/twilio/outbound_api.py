@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from memory.store import CallStore
-from telephony.outbound import Dialer, DialRefused
+from callwright.memory.store import CallStore
+from callwright.telephony.twilio.outbound import Dialer, DialRefused
 
 VariableName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 VariableValue = Annotated[str, StringConstraints(max_length=500)] | int | float | bool

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from agent.backend import (
+from callwright.agent.backend import (
     AudioLLM,
     AudioLLMSession,
     BackendBusy,
@@ -38,7 +38,7 @@ from agent.backend import (
     Event,
     TurnRequest,
 )
-from agent.workers import protocol as p
+from callwright.agent.workers import protocol as p
 
 CONNECT_TIMEOUT_S = 3.0
 CANCEL_TIMEOUT_S = 5.0

@@ -1,0 +1,1 @@
+"""Twilio: voice webhooks, Media Streams, call control and outbound calls."""

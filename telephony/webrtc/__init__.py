@@ -1,0 +1,1 @@
+"""WebRTC: browser calls over aiortc, their signalling and the call page."""
