@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from loguru import logger
 
@@ -24,6 +25,17 @@ from callwright.agent.backend import (
 
 BUSY_APOLOGY = "Sorry, all our assistants are busy, so you have our automated line."
 FAILURE_APOLOGY = "Sorry, I had a problem there. One moment."
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotFallback:
+    """What the caller hears when the model fails: a short apology, then goodbye or a
+    transfer to `transfer_to`, so a failure never leaves dead air."""
+
+    text: str
+    audio: bytes  # int16 mono, pre-rendered while the model still worked
+    sample_rate: int
+    transfer_to: str | None = None
 
 
 class FallbackSession(AudioLLMSession):

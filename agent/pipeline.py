@@ -20,9 +20,10 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from callwright.agent.analyzers import HostedSmartTurn, SharedSileroVAD
 from callwright.agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from callwright.agent.echo import PlayedAudio, PlayedAudioTap
+from callwright.agent.fallback import SlotFallback
 from callwright.agent.interruptions import BargeInStartStrategy, InterruptionSettings
 from callwright.agent.model_host import ModelHost
-from callwright.agent.slot import DTMF_PREFIX, AudioLLMSlot, SlotFallback
+from callwright.agent.slot import DTMF_PREFIX, AudioLLMSlot
 from callwright.agent.speakers import SpeakerSettings, SpeakerTracker
 from callwright.agent.turns import TranscriptAwareTurnStopStrategy
 

@@ -9,11 +9,28 @@ cut lands at the end of the last whole word heard.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from callwright.agent.frames import CallerTurnFrame
+from pipecat.audio.dtmf.utils import load_dtmf_audio
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    KeypadEntry,
+    OutputDTMFFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+)
+
+from callwright.agent.backend import AudioChunk, ModelUsage
+from callwright.agent.echo import PlayedAudio
+from callwright.agent.frames import AgentTurnFrame, CallerTurnFrame, PlaybackMarkFrame
 
 RESUME_BACKUP_S = 0.05  # resume a little before the word boundary, not in its onset
+MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
 
 
 @dataclass(kw_only=True)
@@ -108,6 +125,37 @@ class AgentTurn:
         self.audio_s += len(audio) / 2 / sample_rate
         return len(self.pieces) - 1
 
+    def to_frame(
+        self, *, heard: str, interrupted: bool, start_ms: int, end_ms: int
+    ) -> AgentTurnFrame:
+        """The turn as stored: `heard` of its planned text, over `start_ms`..`end_ms`."""
+        latency = None
+        if self.speech_end is not None and self.first_audio is not None:
+            latency = int((self.first_audio - self.speech_end) * 1000)
+        return AgentTurnFrame(
+            text=heard,
+            planned_text=self.planned_text,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            interrupted=interrupted,
+            latency_ms=latency,
+            timings=self.timings,
+            llm_first_token_ms=self.usage.get("first_token_ms"),
+            llm_tokens_in=self.usage.get("tokens_in"),
+            llm_tokens_out=self.usage.get("tokens_out"),
+        )
+
+    def add_usage(self, usage: ModelUsage) -> None:
+        """The turn's first time to first token; tokens summed over its requests (tool
+        calls take several)."""
+        if usage.first_token_ms is not None and "first_token_ms" not in self.usage:
+            self.usage["first_token_ms"] = usage.first_token_ms
+            self.timings["llm_first_token_ms"] = usage.first_token_ms
+        for key in ("tokens_in", "tokens_out"):
+            value = getattr(usage, key)
+            if value is not None:
+                self.usage[key] = self.usage.get(key, 0) + value
+
     def heard_so_far(self, played_s: float | None) -> int:
         """Characters of the plan the caller has heard: marks, refined by the played-speech
         clock (`played_s`; None where there is none)."""
@@ -118,3 +166,105 @@ class AgentTurn:
                 piece, offset = position
                 heard = max(heard, self.heard_words(self.pieces[piece].chars_at(offset)))
         return heard
+
+
+class AgentPlayout:
+    """Pushes an agent turn's audio and playback marks, pauses and resumes it, and says how
+    much of it the caller has heard.
+
+    Args:
+        push: sends a frame downstream, towards the output transport.
+        played: the far end's played-speech clock; None where the transport has none (marks
+            alone then say what was heard).
+    """
+
+    def __init__(self, *, push: Callable[[Frame], Awaitable[None]], played: PlayedAudio | None):
+        self._push = push
+        self._played = played
+        self._mark_ids = itertools.count(1)
+        self._ack_timeout: asyncio.TimerHandle | None = None
+
+    @property
+    def played_s(self) -> float:
+        """The played-speech clock (0 without one)."""
+        return self._played.speech_s if self._played else 0.0
+
+    def heard_so_far(self, turn: AgentTurn) -> int:
+        """Characters of `turn`'s plan the caller has heard."""
+        return turn.heard_so_far(self._played.speech_s if self._played else None)
+
+    def remaining_s(self, turn: AgentTurn) -> float:
+        """Seconds until everything pushed for `turn` has played."""
+        if not self._played:  # no played-audio clock: count from the first audio
+            return turn.first_audio + turn.audio_s + turn.tones_s - time.monotonic()
+        return turn.pushed_s + turn.tones_s - (self._played.speech_s - turn.base_s)
+
+    def arm_ack_timeout(self, turn: AgentTurn, on_timeout: Callable[[], object]) -> None:
+        """Marks normally close the turn; don't wait forever on a peer that drops them:
+        call `on_timeout` a grace period after `turn`'s audio should have played."""
+        self.cancel_ack_timeout()
+        remaining = self.remaining_s(turn) + MARK_GRACE_S
+        self._ack_timeout = asyncio.get_running_loop().call_later(max(remaining, 0.1), on_timeout)
+
+    def cancel_ack_timeout(self) -> None:
+        """Marks arrived (or the turn ended): stop waiting for them."""
+        if self._ack_timeout:
+            self._ack_timeout.cancel()
+            self._ack_timeout = None
+
+    async def play(self, turn: AgentTurn, chunk: AudioChunk, now: float) -> None:
+        """Add a chunk of `turn`'s speech and push it, unless the turn is paused."""
+        if turn.first_audio is None:
+            turn.first_audio = now
+            turn.base_s = self.played_s
+            if turn.speech_end is not None:
+                turn.timings["end_of_turn_ms"] = int((turn.started - turn.speech_end) * 1000)
+            await self._push(TTSStartedFrame())
+        index = turn.add_piece(chunk.audio, chunk.sample_rate)
+        if not turn.paused:  # else it waits for the resume, which plays all not yet heard
+            await self._push_piece(turn, index, 0)
+
+    async def push_mark(self, turn: AgentTurn, text_end: int) -> None:
+        """A mark that reports `text_end` characters heard once what went before it played."""
+        name = f"a{next(self._mark_ids)}"
+        turn.marks[name] = text_end
+        turn.last_mark = name
+        await self._push(PlaybackMarkFrame(message=name))
+
+    async def play_tones(self, turn: AgentTurn, keys: str) -> None:
+        """DTMF tones after the turn's words, and a mark after them: a hang-up waits for
+        them."""
+        for key in keys:
+            button = KeypadEntry(key)
+            await self._push(OutputDTMFFrame(button=button))
+            turn.tones_s += len(await load_dtmf_audio(button, sample_rate=8000)) / 2 / 8000
+        if turn.first_audio is not None:
+            await self.push_mark(turn, len(turn.planned_text))
+
+    async def pause(self, turn: AgentTurn) -> None:
+        """Clear the line (Twilio `clear`, WebRTC output flush); later audio waits here."""
+        self.cancel_ack_timeout()
+        turn.heard_chars = self.heard_so_far(turn)
+        turn.paused = True
+        await self._push(InterruptionFrame())
+
+    async def resume(self, turn: AgentTurn) -> None:
+        """Everything not yet heard was cleared from the line: play it again, from the start
+        of the word the caller was hearing."""
+        turn.paused = False
+        turn.segments = []
+        turn.base_s = self.played_s
+        cut = turn.heard_chars
+        for index, piece in enumerate(turn.pieces):
+            if piece.text_end > cut:
+                offset = piece.offset_of(cut) if piece.text_start < cut else 0
+                await self._push_piece(turn, index, offset)
+
+    async def _push_piece(self, turn: AgentTurn, index: int, offset: int) -> None:
+        piece = turn.pieces[index]
+        audio = piece.audio[offset:]
+        turn.segments.append(PushedSegment(piece=index, offset=offset, length=len(audio)))
+        await self._push(
+            TTSAudioRawFrame(audio=audio, sample_rate=piece.sample_rate, num_channels=1)
+        )
+        await self.push_mark(turn, piece.text_end)

@@ -15,9 +15,9 @@ from callwright.admin import api, site
 from callwright.agent import analyzers, models
 from callwright.agent.backends.cascade import EmbeddedCascade
 from callwright.agent.backends.registry import BackendContext, create_backend
+from callwright.agent.fallback import SlotFallback
 from callwright.agent.model_host import ModelHost
 from callwright.agent.policy import Receptionist
-from callwright.agent.slot import SlotFallback
 from callwright.calls import CallRunner
 from callwright.flows.runtime import FlowRuntime
 from callwright.memory.db import create_engine, migrate

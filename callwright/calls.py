@@ -16,11 +16,10 @@ from pipecat.workers.runner import WorkerRunner
 from callwright.agent.backend import AudioLLM, AudioLLMSession, BackendBusy
 from callwright.agent.backends.cascade import EmbeddedCascade
 from callwright.agent.context import CallContext, set_call_context
-from callwright.agent.fallback import FallbackSession
+from callwright.agent.fallback import FallbackSession, SlotFallback
 from callwright.agent.guard import FailedSession, GuardedSession
 from callwright.agent.model_host import ModelHost
 from callwright.agent.pipeline import TurnTakingSettings, build_call_worker
-from callwright.agent.slot import SlotFallback
 from callwright.agent.transcript import TranscribingSession
 from callwright.flows.policy import FlowPolicy
 from callwright.flows.runtime import FlowRuntime

@@ -9,83 +9,35 @@ hang up, transfer or send tones. The embedded cascade, an end-to-end audio LLM,
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import date
-from urllib.parse import urlsplit
 
 import httpx
 from loguru import logger
 from pipecat.flows.config import case_key
 
 from callwright.agent.context import Remember
-from callwright.flows import expressions, slots, templates
-from callwright.flows.library import LoadedFlow
+from callwright.flows import expressions, slots
+from callwright.flows.actions import FlowActions
 from callwright.flows.schema import (
-    Action,
+    FILL_SLOTS,
     Branch,
-    ClearAction,
-    EndAction,
     Function,
-    FunctionAction,
+    LoadedFlow,
     Node,
-    RememberAction,
-    RepeatAction,
     Retry,
-    SayAction,
-    SendDtmfAction,
-    SetAction,
-    TransferAction,
     Transition,
-    WebhookAction,
 )
+from callwright.flows.turn import FlowLoopError, FlowSnapshot, FlowTurn
 from callwright.flows.understanding import match_intent, pattern_match
 
-FILL_SLOTS = "fill_slots"  # the tool an LLM calls with the values a node collects
 MAX_HOPS = 16  # transitions in one turn before the run is judged to loop
-
-
-@dataclass(frozen=True, kw_only=True)
-class FlowSnapshot:
-    """What a call stores about its flow: see memory.models.Call."""
-
-    flow_name: str
-    flow_version: str
-    flow_path: list[str]
-    slots: dict
-
-
-@dataclass(kw_only=True)
-class FlowTurn:
-    """The engine's answer to one event."""
-
-    said: list[str] = field(default_factory=list)
-    node: str = ""
-    end_call: bool = False
-    transfer_to: str | None = None
-    dtmf: str = ""
-    interruptible: bool = True
-    # InterruptionSettings overrides for these words: the flow's, then the last speaking
-    # node's (empty: the call's settings).
-    interruptions: dict[str, object] = field(default_factory=dict)
-    listen_timeout_s: float | None = None  # silence before `on_silence()` is due
-    matched: str | None = None  # the function, slot filling or handler that took the turn
-    tool_result: dict | None = None
-
-    @property
-    def text(self) -> str:
-        return " ".join(s for s in self.said if s)
-
-
-class FlowLoopError(RuntimeError):
-    pass
 
 
 _CORRECTION = ("actually", "instead", "change", "make it", "sorry", "i mean", "rather", "wrong")
 
 
-class FlowRun:
+class FlowRun(FlowActions):
     def __init__(
         self,
         *,
@@ -188,22 +140,6 @@ class FlowRun:
             "slots": self.slots, "vars": self.vars, "caller": self.caller,
             "node": self.node_name, "flow": self.spec.name, "retries": self._no_match, **extra,
         }
-
-    def _render(self, text: str) -> str:
-        try:
-            return templates.render(text, self.context())
-        except templates.TemplateError as exc:  # say nothing rather than drop the call
-            logger.warning(f"flow {self.spec.name} node {self.node_name}: {exc}")
-            return ""
-
-    def _render_value(self, value):
-        if isinstance(value, str):
-            return self._render(value)
-        if isinstance(value, dict):
-            return {k: self._render_value(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._render_value(v) for v in value]
-        return value
 
     def _true(self, expression: str | None, **extra) -> bool:
         if not expression:
@@ -477,110 +413,3 @@ class FlowRun:
         if errors:
             result["errors"] = errors
         return result
-
-    # Actions -----------------------------------------------------------------------------
-
-    async def _run_actions(self, actions: list[Action], out: FlowTurn) -> bool:
-        """Run in order; True when an error branch took the call elsewhere."""
-        for action in actions:
-            error_target = await self._run_action(action, out)
-            if error_target:
-                await self._enter(error_target, out)
-                return True
-            if self.ended:
-                return False
-        return False
-
-    async def _run_action(self, action: Action, out: FlowTurn) -> str | None:
-        match action:
-            case SayAction():
-                self._say(out, action.text, node=self.node)
-            case EndAction():
-                self._say(out, action.text, node=self.node)
-                out.end_call = self.ended = True
-            case TransferAction():
-                self._say(out, action.text, node=self.node)
-                out.transfer_to = self._render(action.to)
-                self.vars["transferred_to"] = out.transfer_to
-                out.end_call = self.ended = True
-            case SendDtmfAction():
-                out.dtmf += action.digits
-            case SetAction():
-                for name, expression in action.values.items():
-                    try:
-                        self.vars[name] = expressions.evaluate(
-                            expression, self.context(), today=self._today
-                        )
-                    except expressions.ExpressionError as exc:
-                        logger.warning(f"flow {self.spec.name}: set {name}: {exc}")
-            case ClearAction():
-                for name in action.slots:
-                    self.slots.pop(name, None)
-            case RepeatAction():
-                if self._last_said:
-                    out.said.append(self._last_said)
-            case RememberAction():
-                await self._remember(action)
-            case WebhookAction():
-                return await self._webhook(action)
-            case FunctionAction():
-                return await self._function(action)
-        return None
-
-    async def _remember(self, action: RememberAction) -> None:
-        if self._memory is None:
-            logger.info(f"flow {self.spec.name}: no memory configured; 'remember' skipped")
-            return
-        try:
-            self._memory(  # queued by long-term memory; never waits on the database
-                kind=action.kind, text=self._render(action.text),
-                value=self._render_value(action.value) if action.value else None,
-            )
-        except Exception as exc:  # memory is best effort; the call goes on
-            logger.warning(f"flow {self.spec.name}: remember failed: {exc!r}")
-
-    async def _webhook(self, action: WebhookAction) -> str | None:
-        url = self._render(action.url)
-        try:
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise ValueError(f"not an http(s) URL: {url!r}")
-            client = self._http or httpx.AsyncClient()
-            try:
-                response = await client.request(
-                    action.method, url, headers=self._render_value(action.headers),
-                    json=self._render_value(action.json_body), timeout=action.timeout_s,
-                )
-            finally:
-                if self._http is None:
-                    await client.aclose()
-            response.raise_for_status()
-            try:
-                result = response.json()
-            except ValueError:
-                result = response.text
-        except Exception as exc:
-            return self._action_failed(action.on_error, f"webhook {url}", exc)
-        if action.save_as:
-            self.vars[action.save_as] = result
-        return None
-
-    async def _function(self, action: FunctionAction) -> str | None:
-        function = self.flow.handlers[action.handler]
-        kwargs = self._render_value(action.args)
-        try:
-            if inspect.iscoroutinefunction(function):
-                call = function(**kwargs)
-            else:
-                call = asyncio.to_thread(function, **kwargs)
-            result = await asyncio.wait_for(call, action.timeout_s)
-        except Exception as exc:
-            return self._action_failed(action.on_error, f"function {action.handler}", exc)
-        if action.save_as:
-            self.vars[action.save_as] = result
-        return None
-
-    def _action_failed(self, on_error: str | None, what: str, exc: Exception) -> str | None:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        logger.warning(f"flow {self.spec.name} node {self.node_name}: {what} failed ({reason})")
-        self.vars["last_error"] = reason
-        return on_error

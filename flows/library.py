@@ -8,21 +8,12 @@ edit that breaks the file is logged and the last good version stays in service.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
 
-from callwright.flows.schema import Flow
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoadedFlow:
-    spec: Flow
-    version: str  # sha256 of the file's bytes, first 16 hex digits
-    source: str  # the file it came from
-    handlers: dict[str, Callable] = field(default_factory=dict)
+from callwright.flows.loader import FlowFileError, load_flow
+from callwright.flows.schema import LoadedFlow
 
 
 class FlowLibrary:
@@ -46,8 +37,6 @@ class FlowLibrary:
 
     def get(self, name: str) -> LoadedFlow:
         """The current version of a flow (blocking file I/O: call it from a thread)."""
-        from callwright.flows.loader import FlowFileError, load_flow
-
         path = self.path_of(name)
         stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)

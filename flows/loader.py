@@ -14,12 +14,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from callwright.flows import expressions, schema, templates
-from callwright.flows.engine import FILL_SLOTS
-from callwright.flows.library import LoadedFlow
 from callwright.flows.schema import (
+    FILL_SLOTS,
     EndAction,
     Flow,
     FunctionAction,
+    LoadedFlow,
     RememberAction,
     SayAction,
     SetAction,

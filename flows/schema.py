@@ -16,6 +16,8 @@ flow files; `flows/flow.schema.json` is its committed copy.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pipecat.flows.config import FlowConfig
@@ -25,6 +27,8 @@ Branch = FlowConfig.Branch  # `field` names a value in the flow's context, e.g. 
 Message = FlowConfig.Message
 
 SlotType = Literal["text", "number", "date", "time", "phone", "email", "yes_no", "choice"]
+
+FILL_SLOTS = "fill_slots"  # the tool an LLM calls with the values a node collects
 
 
 class _Strict(BaseModel):
@@ -327,3 +331,13 @@ def flow_json_schema() -> dict:
 
 def flow_json_schema_text() -> str:
     return json.dumps(flow_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedFlow:
+    """A flow as loaded from its file, with the Python handlers its actions call."""
+
+    spec: Flow
+    version: str  # sha256 of the file's bytes, first 16 hex digits
+    source: str  # the file it came from
+    handlers: dict[str, Callable] = field(default_factory=dict)

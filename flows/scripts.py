@@ -25,7 +25,7 @@ from pipecat.evals.scenario import EvalScenarioFile
 from pipecat.evals.script import EvalScriptScenario, EvalScriptTurn
 
 from callwright.flows.engine import FlowRun, FlowTurn
-from callwright.flows.library import LoadedFlow
+from callwright.flows.schema import LoadedFlow
 
 TURN_EXTRAS = ("node", "slots", "silence", "ends_call", "transfer_to", "sends_dtmf")
 TEXT_EVENTS = ("response", "llm_response", "tts_response")

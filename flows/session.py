@@ -35,7 +35,8 @@ from callwright.agent.backend import (
     TurnRequest,
 )
 from callwright.flows import slots, templates
-from callwright.flows.engine import FILL_SLOTS, FlowRun, FlowTurn
+from callwright.flows.engine import FlowRun, FlowTurn
+from callwright.flows.schema import FILL_SLOTS
 
 MAX_FOLLOW_UPS = 4  # tool round trips in one turn before the turn is closed
 

@@ -21,10 +21,11 @@ from callwright.agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from callwright.flows.engine import FILL_SLOTS, FlowRun
+from callwright.flows.engine import FlowRun
 from callwright.flows.library import FlowLibrary
 from callwright.flows.loader import load_flow, load_flow_text
 from callwright.flows.recording import FlowRecorder
+from callwright.flows.schema import FILL_SLOTS
 from callwright.flows.session import FlowSession
 from callwright.memory.db import create_engine, migrate
 from callwright.memory.store import CallStore

@@ -8,6 +8,7 @@ from pipecat.frames.frames import EndTaskFrame, TTSAudioRawFrame
 from pipecat.tests.utils import SleepFrame, run_test
 
 from callwright.agent.backend import AudioChunk, AudioLLMSession, Event, TextDelta, TurnRequest
+from callwright.agent.fallback import SlotFallback
 from callwright.agent.frames import (
     AgentTurnFrame,
     PlaybackMarkedFrame,
@@ -15,7 +16,7 @@ from callwright.agent.frames import (
     TransferCallFrame,
 )
 from callwright.agent.guard import FailedSession, GuardedSession
-from callwright.agent.slot import AudioLLMSlot, SlotFallback
+from callwright.agent.slot import AudioLLMSlot
 
 APOLOGY = SlotFallback(text="Sorry, something went wrong. Goodbye.",
                        audio=b"\x10\x00" * 8000, sample_rate=16000)
