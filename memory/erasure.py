@@ -16,6 +16,17 @@ from callwright.memory.numbers import to_e164
 
 @dataclass(frozen=True, kw_only=True)
 class Erasure:
+    """What `forget` erased, counted.
+
+    Attributes:
+        callers: Caller rows deleted: 0 or 1.
+        memories: Memories deleted.
+        summaries: Call summaries cleared.
+        calls: Calls deleted (only with `transcripts`).
+        turns: Turns deleted with those calls.
+        recordings: Recording files removed from the data dir.
+    """
+
     callers: int = 0
     memories: int = 0
     summaries: int = 0
@@ -44,8 +55,11 @@ async def forget(
     forms = {e164, number.strip()}
     async with sessionmaker(engine).begin() as session:
         caller_id = await session.scalar(select(Caller.id).where(Caller.number == e164))
+        # `caller_id == None` would read IS NULL: every anonymous call would be erased too.
         of_caller = or_(
-            Call.caller_id == caller_id, Call.from_number.in_(forms), Call.to_number.in_(forms)
+            Call.from_number.in_(forms),
+            Call.to_number.in_(forms),
+            *([Call.caller_id == caller_id] if caller_id is not None else []),
         )
         call_ids = list(await session.scalars(select(Call.id).where(of_caller)))
         memories = 0

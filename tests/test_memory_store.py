@@ -239,6 +239,19 @@ async def test_erasure_leaves_no_row_mentioning_the_caller(db, parts, tmp_path):
         await forget(db, number="nobody", data_dir=tmp_path)
 
 
+async def test_erasing_a_number_never_seen_leaves_anonymous_calls(db, parts, tmp_path):
+    calls, turns, _ = parts
+    anonymous = await _new_call(calls, None, "CA-erase-anon")  # no caller: caller_id NULL
+    turns.write(TurnRecord(call_id=anonymous, seq=1, speaker="caller", text="Hello?",
+                           start_ms=0, end_ms=1))
+    await turns.flush()
+    erased = await forget(db, number="+14155550199", transcripts=True, data_dir=tmp_path)
+    assert (erased.callers, erased.calls, erased.turns) == (0, 0, 0)
+    async with db.connect() as conn:
+        kept = await conn.scalar(select(Turn.text).where(Turn.call_id == anonymous))
+    assert kept == "Hello?"
+
+
 async def test_prune_by_expiry_and_retention(db, parts):
     calls, turns, memory = parts
     call_id = await _new_call(calls, "+14155550111", "CA-prune")
