@@ -17,8 +17,9 @@ from loguru import logger
 from pipecat.flows.config import case_key
 
 from callwright.agent.context import Remember
-from callwright.flows import expressions, slots
+from callwright.flows import expressions
 from callwright.flows.actions import FlowActions
+from callwright.flows.filling import SlotFilling
 from callwright.flows.schema import (
     FILL_SLOTS,
     Branch,
@@ -34,10 +35,27 @@ from callwright.flows.understanding import match_intent, pattern_match
 MAX_HOPS = 16  # transitions in one turn before the run is judged to loop
 
 
-_CORRECTION = ("actually", "instead", "change", "make it", "sorry", "i mean", "rather", "wrong")
+class FlowRun(FlowActions, SlotFilling):
+    """One call's run through a flow: events in, a `FlowTurn` for each out.
 
+    Each event method (`start`, `on_text`, `on_dtmf`, `on_silence`, `on_answered_by`,
+    `on_tool_call`, `resume`) takes the flow as far as it goes without the caller and
+    returns what to say and do. Once the run has ended the call (an end or transfer
+    action, or too many transitions in one turn), every event returns a turn with
+    `end_call` set and nothing to say. Events share the run's state: await each one
+    before sending the next.
 
-class FlowRun(FlowActions):
+    Args:
+        flow: The flow as loaded; the run keeps this version to the end.
+        caller: What is known about the caller, `caller.*` in templates and expressions
+            (copied).
+        memory: Where `remember` actions write; None: they are skipped.
+        on_change: Called with a snapshot after every event that moved the run or
+            changed its slots (a `FlowRecorder`, say).
+        http: The client `webhook` actions use; None: a new one per request.
+        today: The date `today()` gives in expressions; None: the clock's.
+    """
+
     def __init__(
         self,
         *,
@@ -69,15 +87,33 @@ class FlowRun(FlowActions):
     # Events -------------------------------------------------------------------------
 
     async def start(self) -> FlowTurn:
+        """Enter the flow's initial node; the turn holds the greeting."""
         return await self._event(lambda out: self._enter(self.spec.initial_node, out), "start")
 
     async def on_text(self, text: str) -> FlowTurn:
+        """Answer what the caller said (a transcript); blank text counts as silence.
+
+        Tried in order: a function's `patterns`, the current node's slots (and the
+        corrections it takes), a function by embedding, the node's `conditions`; failing
+        all, the no-match handling re-asks or takes its fallback.
+        """
         return await self._event(lambda out: self._caller_said(text, out), "text")
 
     async def on_dtmf(self, digits: str) -> FlowTurn:
+        """Answer keys the caller pressed (`digits`, the whole entry).
+
+        A function whose `dtmf` equals `digits` is taken; else, when the slot asked for
+        last is a number, digits, phone or text slot, the keys are parsed as its answer;
+        else it is a no-match.
+        """
         return await self._event(lambda out: self._caller_pressed(digits, out), "dtmf")
 
     async def on_silence(self) -> FlowTurn:
+        """Answer a caller who said nothing for the last turn's `listen_timeout_s`.
+
+        The node's (else the flow's) `silence` handling re-asks, or takes its fallback
+        once its retries are used up.
+        """
         return await self._event(self._caller_silent, "silence")
 
     async def on_answered_by(self, result: str) -> FlowTurn:
@@ -85,6 +121,12 @@ class FlowRun(FlowActions):
         return await self._event(lambda out: self._answered(result, out), "answered_by")
 
     async def on_tool_call(self, name: str, arguments: Mapping) -> FlowTurn:
+        """Run an LLM's tool call: `fill_slots` with slot values, or a function by name.
+
+        The turn's `tool_result` tells the model the node it is at, the slots so far, the
+        next missing slot and any values refused; for a function not available at this
+        node, an error.
+        """
         return await self._event(lambda out: self._tool_called(name, arguments, out), "tool")
 
     async def resume(self) -> FlowTurn:
@@ -101,9 +143,11 @@ class FlowRun(FlowActions):
 
     @property
     def node(self) -> Node:
+        """The node the run is at."""
         return self.spec.nodes[self.node_name]
 
     def snapshot(self) -> FlowSnapshot:
+        """What a call stores of the run now: flow name and version, node path, slots (copies)."""
         return FlowSnapshot(
             flow_name=self.spec.name, flow_version=self.flow.version,
             flow_path=list(self.path), slots=dict(self.slots),
@@ -136,6 +180,15 @@ class FlowRun(FlowActions):
     # Context --------------------------------------------------------------------------
 
     def context(self, **extra) -> dict:
+        """The names templates and expressions see.
+
+        Args:
+            **extra: Further names, e.g. `value` for a slot's `validate`.
+
+        Returns:
+            `slots`, `vars`, `caller`, `node`, `flow` and `retries` (no-matches at this
+            node), and `extra`; the dicts are the run's own, not copies.
+        """
         return {
             "slots": self.slots, "vars": self.vars, "caller": self.caller,
             "node": self.node_name, "flow": self.spec.name, "retries": self._no_match, **extra,
@@ -215,26 +268,6 @@ class FlowRun(FlowActions):
         if slot:
             self._asked = slot.name
 
-    def _missing_slot(self):
-        for slot in self.node.slots:
-            if slot.required and self.slots.get(slot.name) is None:
-                return slot
-        return None
-
-    async def _after_slots(self, out: FlowTurn) -> bool:
-        """Ask for the next missing slot, or take `on_filled`; True if it moved on."""
-        slot = self._missing_slot()
-        if slot is not None:
-            if slot.name != self._asked:
-                self._say(out, slot.prompt, node=self.node)
-                self._asked = slot.name
-            return False
-        for transition in self.node.on_filled:
-            if self._true(transition.when):
-                await self._transition(transition, out)
-                return True
-        return False
-
     # Caller events ----------------------------------------------------------------------
 
     def _functions(self) -> list[Function]:
@@ -288,49 +321,6 @@ class FlowRun(FlowActions):
             return
         await self._retry(self.node.no_match or self.spec.defaults.no_match, out, silence=False)
 
-    def _parse_slots(self, text: str) -> tuple[dict, bool]:
-        region, today = self.spec.defaults.region, self._today
-        cue = any(word in text.lower() for word in _CORRECTION)
-        values: dict = {}
-        for slot in self.node.slots:
-            asked = slot.name == self._asked
-            filled = self.slots.get(slot.name) is not None
-            if filled and not (asked or cue or slot.type == "yes_no"):
-                continue
-            value = slots.parse(slot, text, today=today, region=region, asked=asked)
-            if value is not None:
-                values[slot.name] = value
-        corrected = False
-        for name in self.node.corrections:
-            slot = self.spec.slot(name)
-            value = slots.parse(slot, text, today=today, region=region)
-            if value is not None and value != self.slots.get(name):
-                values[name] = value
-                corrected = True
-        if corrected:  # "No, make it 8": the correction, not the "no", is the answer
-            for slot in self.node.slots:
-                if slot.type == "yes_no":
-                    values.pop(slot.name, None)
-        return values, corrected
-
-    def _apply(self, values: Mapping, out: FlowTurn) -> bool:
-        """Store valid values; say why the others were refused. True if any was stored."""
-        stored = False
-        for name, value in values.items():
-            slot = self.spec.slot(name)
-            if slot.validate_ and not self._true(slot.validate_, value=value):
-                self._say(out, slot.invalid or "Sorry, that won't work.", node=self.node)
-                self._asked = name
-                continue
-            self.slots[name] = value
-            stored = True
-        return stored
-
-    def _reprompt_after_invalid(self, out: FlowTurn) -> None:
-        slot = self.spec.slot(self._asked) if self._asked else None
-        if slot and slot.prompt:
-            self._say(out, slot.prompt, node=self.node)
-
     async def _check_conditions(self, out: FlowTurn) -> bool:
         for condition in self.node.conditions:
             if self._true(condition.when):
@@ -345,7 +335,7 @@ class FlowRun(FlowActions):
                 await self._transition(function, out)
                 return
         slot = self.spec.slot(self._asked) if self._asked else None
-        if slot and slot.type in ("number", "phone", "text"):
+        if slot and slot.type in ("number", "digits", "phone", "text"):
             await self._caller_said(digits, out)
             return
         await self._retry(self.node.no_match or self.spec.defaults.no_match, out, silence=False)
@@ -374,26 +364,7 @@ class FlowRun(FlowActions):
     async def _tool_called(self, name: str, arguments: Mapping, out: FlowTurn) -> None:
         out.matched = name
         if name == FILL_SLOTS:
-            values, errors = {}, {}
-            for key, raw in arguments.items():
-                slot = self.spec.slot(key)
-                allowed = {s.name for s in self.node.slots} | set(self.node.corrections)
-                if slot is None or key not in allowed:
-                    errors[key] = "not collected at this step"
-                    continue
-                value = slots.coerce(slot, raw, today=self._today, region=self.spec.defaults.region)
-                if value is None:
-                    errors[key] = f"not a valid {slot.type}"
-                else:
-                    values[key] = value
-            before = self.node_name
-            corrected = any(k in self.node.corrections for k in values)
-            self._apply(values, out)
-            if corrected:
-                await self._enter(self.node_name, out)
-            elif not await self._after_slots(out):
-                await self._check_conditions(out)
-            out.tool_result = self._tool_result(before, errors)
+            await self._fill_slots(arguments, out)
             return
         function = next((f for f in self._functions() if f.name == name), None)
         if function is None:
@@ -402,14 +373,3 @@ class FlowRun(FlowActions):
         before = self.node_name
         await self._transition(function, out)
         out.tool_result = self._tool_result(before, {})
-
-    def _tool_result(self, before: str, errors: dict) -> dict:
-        result: dict = {"node": self.node_name, "slots": dict(self.slots)}
-        if self.node_name != before:
-            result["moved_from"] = before
-        missing = self._missing_slot()
-        if missing:
-            result["missing"] = missing.name
-        if errors:
-            result["errors"] = errors
-        return result

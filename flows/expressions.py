@@ -18,6 +18,7 @@ NAMES = frozenset({"slots", "vars", "caller", "node", "flow", "value", "retries"
 
 
 class ExpressionError(ValueError):
+    """An expression is not valid (`check`) or failed to evaluate (`evaluate`)."""
     pass
 
 
@@ -46,6 +47,7 @@ class Namespace:
 
 
 def wrap(value):
+    """A mapping as a read-only `Namespace` (absent keys read as None); any other value as is."""
     return Namespace(value) if isinstance(value, Mapping) else value
 
 

@@ -56,6 +56,11 @@ def _label(text: str) -> str:
 
 
 def mermaid(flow: Flow) -> str:
+    """The flow as a Mermaid `flowchart TD`, with the edges of `edges()`.
+
+    A node that ends or transfers the call is a stadium labelled so; global functions
+    leave from an "any node" box.
+    """
     lines = ["flowchart TD", f"  start(( )) --> {flow.initial_node}"]
     ends = _ends(flow)
     for name in flow.nodes:
@@ -70,6 +75,11 @@ def mermaid(flow: Flow) -> str:
 
 
 def dot(flow: Flow) -> str:
+    """The flow as Graphviz DOT source, with the edges of `edges()`.
+
+    A node that ends or transfers the call is a double octagon labelled so; global
+    functions leave from an "any node" diamond.
+    """
     lines = [f'digraph "{flow.name}" {{', "  rankdir=TB;", '  node [shape=box, style=rounded];',
              '  start [shape=point];', f'  start -> "{flow.initial_node}";']
     ends = _ends(flow)

@@ -17,12 +17,29 @@ from callwright.flows.schema import LoadedFlow
 
 
 class FlowLibrary:
+    """The flow files in one directory, each loaded when asked for and cached.
+
+    `get()` loads a file again once its modification time or size changed; when the
+    new text is invalid, it logs the problems and keeps serving the last good version.
+    Safe to use from several threads.
+
+    Args:
+        directory: Where the flow files (`<name>.yaml` or `<name>.yml`) are.
+    """
+
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self._cache: dict[Path, tuple[tuple[int, int], LoadedFlow]] = {}
         self._lock = threading.Lock()
 
     def path_of(self, name: str) -> Path:
+        """The file of the flow `name`: `name` itself if it is an existing .yaml/.yml file.
+
+        Otherwise `<directory>/<name>.yaml`, else `<directory>/<name>.yml`.
+
+        Raises:
+            FileNotFoundError: There is no such file.
+        """
         given = Path(name)
         if given.suffix in (".yaml", ".yml") and given.exists():
             return given
@@ -33,6 +50,7 @@ class FlowLibrary:
         raise FileNotFoundError(f"no flow '{name}' in {self.directory}")
 
     def names(self) -> list[str]:
+        """The names of the flow files in the directory (without their suffix), sorted."""
         return sorted(p.stem for p in self.directory.glob("*.y*ml"))
 
     def get(self, name: str) -> LoadedFlow:

@@ -32,6 +32,8 @@ from callwright.flows.yamlpos import DuplicateKey, Position, load_with_positions
 
 @dataclass(frozen=True)
 class Problem:
+    """One problem in a flow file, at a 1-based line and column; `str()` is `file:line:col: msg`."""
+
     file: str
     line: int
     column: int
@@ -42,12 +44,29 @@ class Problem:
 
 
 class FlowFileError(ValueError):
+    """A flow file cannot be used; `problems` lists every problem found, in file order."""
+
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
 
 def load_flow(path: str | Path) -> LoadedFlow:
+    """Read a flow file, check it, and import the handlers it declares.
+
+    Args:
+        path: The flow's YAML file.
+
+    Returns:
+        The flow, its version (the first 16 hex digits of its text's SHA-256) and its
+        handlers, imported.
+
+    Raises:
+        FlowFileError: The file cannot be read, is not valid YAML, does not match the
+            schema, or fails a check of meaning (unknown or unreachable nodes, invalid
+            expressions, templates or regexes, handlers that cannot be imported). It
+            lists every problem found, each with its position.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -57,6 +76,15 @@ def load_flow(path: str | Path) -> LoadedFlow:
 
 
 def load_flow_text(text: str, *, source: str = "<flow>") -> LoadedFlow:
+    """`load_flow` for a flow's YAML text.
+
+    Args:
+        text: The flow file's content.
+        source: The file name that problems are reported under.
+
+    Raises:
+        FlowFileError: As for `load_flow`.
+    """
     checker = _Checker(text, source)
     spec, handlers = checker.run()
     version = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -394,4 +422,5 @@ class _Checker:
 
 
 def schema_path() -> Path:
+    """Where the committed JSON Schema of flow files is: `flow.schema.json`, beside this package."""
     return Path(schema.__file__).with_name("flow.schema.json")

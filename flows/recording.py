@@ -15,12 +15,28 @@ from callwright.flows.engine import FlowSnapshot
 
 
 class FlowStore(Protocol):
+    """Where `FlowRecorder` writes a call's flow state (`memory.store.CallStore` is one)."""
+
     async def update_flow(
         self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict
-    ) -> None: ...
+    ) -> None:
+        """Store the call's flow state as it is now, in place of what was stored before."""
 
 
 class FlowRecorder:
+    """A `FlowRun`'s `on_change` callback that stores its snapshots without waiting on the store.
+
+    Calling it only keeps the snapshot; one background task per recorder writes the
+    latest, so snapshots that arrive during a write coalesce into the newest. A failed
+    write is retried after `retry_s` times the failures so far; after six failures in a
+    row that state is dropped (logged). Call it from a running event loop.
+
+    Args:
+        store: Where the state is written.
+        call_id: The call it is written for.
+        retry_s: The pause after a first failure.
+    """
+
     def __init__(self, *, store: FlowStore, call_id: int, retry_s: float = 0.5):
         self._store = store
         self._call_id = call_id
@@ -55,5 +71,13 @@ class FlowRecorder:
                 await asyncio.sleep(self._retry_s * failures)
 
     async def flush(self, timeout: float = 5.0) -> None:
+        """Wait for the background writer to finish: the latest snapshot stored, or given up.
+
+        Args:
+            timeout: Seconds to wait at most.
+
+        Raises:
+            TimeoutError: It was not done within `timeout`; the writing goes on.
+        """
         if self._task is not None:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)

@@ -18,6 +18,14 @@ from callwright.flows.understanding import SentenceEncoder
 
 
 class FlowRuntime:
+    """A server's flows: the library of flow files, and a run or a session for each call.
+
+    Args:
+        directory: The directory of flow files.
+        default_flow: The flow a call runs when it names none; empty: no default.
+        store: Where every run's state is recorded.
+    """
+
     def __init__(
         self,
         *,
@@ -56,6 +64,18 @@ class FlowRuntime:
         remember: Remember | None = None,
         flow_name: str | None = None,
     ) -> FlowRun:
+        """A new run of a flow for a call, on its current version, recording to the store.
+
+        Args:
+            call_id: The call whose record the run's state goes to.
+            caller: What is known about the caller (`caller.*`).
+            remember: Where `remember` actions write.
+            flow_name: The flow to run; None: the default flow.
+
+        Raises:
+            FileNotFoundError: There is no such flow (or none named and no default).
+            FlowFileError: The flow is invalid and no earlier version of it was loaded.
+        """
         flow = await asyncio.to_thread(self.library.get, flow_name or self.default_flow)
         return FlowRun(
             flow=flow, caller=caller or {}, memory=remember,

@@ -26,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Branch = FlowConfig.Branch  # `field` names a value in the flow's context, e.g. `slots.confirm`
 Message = FlowConfig.Message
 
-SlotType = Literal["text", "number", "date", "time", "phone", "email", "yes_no", "choice"]
+SlotType = Literal[
+    "text", "number", "digits", "date", "time", "phone", "email", "yes_no", "choice"
+]
 
 FILL_SLOTS = "fill_slots"  # the tool an LLM calls with the values a node collects
 
@@ -159,6 +161,10 @@ class Slot(_Strict):
     pattern: str | None = Field(
         None, description="For `text`: a regex; its first group (or the match) is the value."
     )
+    length: int | None = Field(
+        None, ge=1, description="For `digits`: how many digits the value has (an order number, "
+        "a PIN); other counts are not taken as the value.",
+    )
     validate_: str | None = Field(
         None, alias="validate", description="An expression over `value` and `slots`."
     )
@@ -167,6 +173,7 @@ class Slot(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     def choice_words(self) -> dict[str, list[str]]:
+        """Each option of a `choice` slot with the words that mean it, the option's name first."""
         if isinstance(self.choices, dict):
             return {k: [k, *v] for k, v in self.choices.items()}
         return {c: [c] for c in self.choices or []}
@@ -181,6 +188,7 @@ class Transition(_Strict):
     transition_to: str | Branch | None = None
 
     def targets(self) -> list[str]:
+        """The nodes it can lead to: `transition_to`, or a branch's cases and default."""
         if self.transition_to is None:
             return []
         if isinstance(self.transition_to, str):
@@ -210,6 +218,7 @@ class Function(FlowConfig.Function):
         return self
 
     def targets(self) -> list[str]:
+        """The nodes it can lead to, as `Transition.targets`."""
         return Transition.targets(self)  # type: ignore[arg-type]
 
 
@@ -227,6 +236,8 @@ class Retry(_Strict):
 
 
 class Silence(Retry):
+    """Re-ask after `timeout_s` seconds of silence, a few times, then take the fallback."""
+
     timeout_s: float = Field(8.0, gt=0, le=120)
 
 
@@ -285,6 +296,11 @@ class Node(FlowConfig.Node):
 
 
 class Defaults(_Strict):
+    """Flow-wide settings; a node's own `no_match` or `silence` is used instead of these.
+
+    A node's `interruptions` override these field by field.
+    """
+
     no_match: Retry = Field(default_factory=Retry)
     silence: Silence = Field(default_factory=Silence)
     intent_threshold: float = Field(
@@ -316,6 +332,7 @@ class Flow(FlowConfig):
         return self
 
     def slot(self, name: str) -> Slot | None:
+        """The slot called `name`, whichever node collects it; None if no node does."""
         for node in self.nodes.values():
             for slot in node.slots:
                 if slot.name == name:
@@ -324,12 +341,14 @@ class Flow(FlowConfig):
 
 
 def flow_json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of flow files, with the keys as written in the files."""
     schema = Flow.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
 
 
 def flow_json_schema_text() -> str:
+    """`flow_json_schema()` as stable JSON text (sorted keys), as `flow.schema.json` holds it."""
     return json.dumps(flow_json_schema(), indent=2, sort_keys=True) + "\n"
 
 

@@ -33,12 +33,21 @@ TEXT_EVENTS = ("response", "llm_response", "tts_response")
 
 @dataclass
 class ScenarioResult:
+    """The outcome of one scenario of a script.
+
+    Attributes:
+        name: The scenario's name.
+        failures: What did not go as expected, mostly prefixed with the turn; empty: passed.
+        transcript: The conversation, one "agent: ..." or "caller: ..." line each.
+    """
+
     name: str
     failures: list[str] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
+        """True when nothing failed."""
         return not self.failures
 
 
@@ -49,6 +58,16 @@ def _raw_scenarios(path: Path) -> tuple[dict, list[dict]]:
 
 
 async def run_script(flow: LoadedFlow, script: Path) -> list[ScenarioResult]:
+    """Run every scenario of a pipecat eval script against a flow, each on a new `FlowRun`.
+
+    Args:
+        flow: The flow under test.
+        script: The script file (YAML).
+
+    Returns:
+        One result per scenario, in the file's order. A simulated (`persona:`) scenario
+        fails, as it needs an LLM caller.
+    """
     script = Path(script)
     parsed = EvalScenarioFile.load(script)  # pipecat checks the format and names
     _, raw = _raw_scenarios(script)
@@ -64,6 +83,17 @@ async def run_script(flow: LoadedFlow, script: Path) -> list[ScenarioResult]:
 
 async def run_scenario(flow: LoadedFlow, scenario: EvalScriptScenario, raw: dict
                        ) -> ScenarioResult:
+    """Play one scripted scenario against a new run of the flow, checking every turn.
+
+    It stops at a turn with no input (after the first), and at the first failing turn
+    when the scenario sets `stop_on_failure`.
+
+    Args:
+        flow: The flow under test.
+        scenario: The scenario as pipecat parsed it.
+        raw: The same scenario as YAML data, with the script's top-level keys merged in;
+            `today`, `caller` and the turns' callwright keys are read from it.
+    """
     result = ScenarioResult(scenario.name)
     today = raw.get("today")
     run = FlowRun(
@@ -99,6 +129,20 @@ async def run_scenario(flow: LoadedFlow, scenario: EvalScriptScenario, raw: dict
 
 
 def check_turn(out: FlowTurn, run: FlowRun, turn: EvalScriptTurn, extra: dict) -> list[str]:
+    """Check one turn against its `expect:` events and its callwright keys.
+
+    Replies are compared case-insensitively; slot values as strings, case-insensitively.
+
+    Args:
+        out: The flow's answer to the turn.
+        run: The run after the turn (its node and slots are checked).
+        turn: The turn as pipecat parsed it.
+        extra: The turn as YAML data (`node`, `slots`, `ends_call`, `transfer_to`,
+            `sends_dtmf`).
+
+    Returns:
+        One message per mismatch; empty when the turn passed.
+    """
     failures = []
     for expectation in turn.expect:
         if expectation.eval is not None:

@@ -71,6 +71,11 @@ def _visited(run: FlowRun):
 
 
 def node_tools(run: FlowRun) -> tuple[dict, ...]:
+    """The tools the model is offered at the run's node, as `FunctionSchema.to_default_dict()`s.
+
+    `fill_slots` (when the node collects slots or takes corrections), with one property
+    per slot, then the node's and the global functions, without parameters.
+    """
     node = run.node
     tools: list[FunctionSchema] = []
     fillable = [*node.slots, *(run.spec.slot(n) for n in node.corrections)]
@@ -102,6 +107,16 @@ class FlowSession(SessionWrapper):
         self.sessions_opened = 1
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Answer one turn, the flow steering the model.
+
+        Keys, silence, an answering-machine result and the call's opening go to the
+        `FlowRun` first; when it has no words and stayed at its node (or ended the call),
+        the turn ends there.
+        Otherwise the model answers (the caller's audio, or the flow's words to say) with
+        the node's instructions and tools. Its tool calls go to the run and their results
+        back to it in follow-up requests, at most `MAX_FOLLOW_UPS`, all in this turn. An
+        error `EndOfTurn` from the model is passed on and ends the turn.
+        """
         # The opening, keys, silence and a machine go to the flow; the model says its words,
         # or speaks from the node's instructions where the flow moved without any.
         visited = len(self.run.path)

@@ -86,6 +86,7 @@ _NO = re.compile(
 
 
 def parse_yes_no(text: str) -> bool | None:
+    """True for a yes, False for a no, None for neither; when both are said, the first wins."""
     no, yes = _NO.search(text), _YES.search(text)
     if no and (not yes or no.start() <= yes.start()):
         return False  # "no, that's not right" / "not really"
@@ -252,7 +253,22 @@ def _spoken_digits(text: str) -> str:
     return "".join(joined)
 
 
+def parse_digits(slot: Slot, text: str) -> str | None:
+    """A string of digits said as digits ("four two one seven", "4217", "double five"): an
+    order number or a PIN, not a count. With `slot.length`, only that many digits."""
+    digits = re.sub(r"\D", "", _spoken_digits(text))
+    if not digits or (slot.length is not None and len(digits) != slot.length):
+        return None
+    return digits
+
+
 def parse_phone(text: str, *, region: str = "US") -> str | None:
+    """The first valid phone number in `text`, as written or spoken digit by digit, in E.164.
+
+    Args:
+        text: What the caller said.
+        region: Where a number without a country code is from (ISO 3166 code).
+    """
     for candidate in (text, _spoken_digits(text)):
         for match in phonenumbers.PhoneNumberMatcher(candidate, region):
             if phonenumbers.is_valid_number(match.number):
@@ -266,6 +282,7 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
 def parse_email(text: str) -> str | None:
+    """The email address in `text`, lower-cased; a spoken "at" and "dot" are understood."""
     spoken = re.sub(r"\s+at\s+", "@", text.strip(), flags=re.I)
     spoken = re.sub(r"\s+dot\s+", ".", spoken, flags=re.I)
     spoken = re.sub(r"(?<=\S)\s*@\s*(?=\S)", "@", spoken)
@@ -277,6 +294,7 @@ def parse_email(text: str) -> str | None:
 
 
 def parse_choice(slot: Slot, text: str) -> str | None:
+    """The option of a `choice` slot named last in `text`, by its name or one of its words."""
     best: tuple[int, str] | None = None
     lowered = text.lower()
     for option, words in slot.choice_words().items():
@@ -288,6 +306,11 @@ def parse_choice(slot: Slot, text: str) -> str | None:
 
 
 def parse_text(slot: Slot, text: str) -> str | None:
+    """A `text` slot's value: what was said, trimmed of punctuation; None when nothing is left.
+
+    With the slot's `pattern` (searched case-insensitively), its first non-empty group,
+    else the whole match; None when it does not match.
+    """
     cleaned = text.strip().strip(".!?,; ")
     if slot.pattern:
         match = re.search(slot.pattern, cleaned, re.I)
@@ -307,6 +330,8 @@ def parse(
             return parse_text(slot, text)
         case "number":
             return parse_number(text)
+        case "digits":
+            return parse_digits(slot, text)
         case "date":
             return parse_date(text, today=today)
         case "time":
@@ -359,6 +384,10 @@ def json_type(slot: Slot) -> dict:
             return {"type": "string", "description": f"{description} (24-hour HH:MM)"}
         case "phone":
             return {"type": "string", "description": f"{description} (E.164)"}
+        case "digits":
+            count = f"{slot.length} digits" if slot.length else "digits only"
+            return {"type": "string", "pattern": r"^\d+$",
+                    "description": f"{description} ({count})"}
         case "email":
             return {"type": "string", "format": "email", "description": description}
         case "choice":

@@ -15,6 +15,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 def spoken_date(value) -> str:
+    """Filter: an ISO date as said aloud, e.g. "Tuesday, December 1st".
+
+    Any other value comes back as text, None as "".
+    """
     try:
         day = date.fromisoformat(str(value))
     except ValueError:
@@ -25,6 +29,10 @@ def spoken_date(value) -> str:
 
 
 def spoken_time(value) -> str:
+    """Filter: an ISO time as said aloud, e.g. "7:30 PM", "9 AM", "noon".
+
+    Any other value comes back as text, None as "".
+    """
     try:
         t = time.fromisoformat(str(value))
     except ValueError:
@@ -37,6 +45,7 @@ def spoken_time(value) -> str:
 
 
 def spoken_digits(value) -> str:
+    """Filter `digits`: the digits of a value, space-separated, so each is read out on its own."""
     return " ".join(ch for ch in str(value or "") if ch.isdigit())
 
 
@@ -45,6 +54,7 @@ _env.filters.update(spoken_date=spoken_date, spoken_time=spoken_time, digits=spo
 
 
 class TemplateError(ValueError):
+    """A template is not valid (`check`) or failed to render (`render`)."""
     pass
 
 
@@ -57,10 +67,19 @@ def _compile(source: str):
 
 
 def check(source: str) -> None:
+    """Compile a template (compiled templates are cached); raise TemplateError if it is invalid."""
     _compile(source)
 
 
 def render(source: str, context: Mapping) -> str:
+    """Render a template over `context`, its whitespace collapsed to single spaces.
+
+    A missing value renders as nothing.
+
+    Raises:
+        TemplateError: The template is invalid, or rendering failed (the sandbox refused
+            an operation, a filter got a bad argument).
+    """
     try:
         return " ".join(_compile(source).render(**context).split())
     except TemplateError:

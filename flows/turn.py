@@ -34,6 +34,7 @@ class FlowTurn:
 
     @property
     def text(self) -> str:
+        """Everything said in the turn, joined by spaces."""
         return " ".join(s for s in self.said if s)
 
 

@@ -26,10 +26,12 @@ class SentenceEncoder:
 
     @classmethod
     def load(cls):
+        """The embedding model, loaded on first use (blocking: call it from a worker thread)."""
         return embeddings.model()
 
     @classmethod
     def encode(cls, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length vectors, a 384-wide row per text (each cached); blocking: use a thread."""
         vectors = [_encode_one(text) for text in texts]
         return np.stack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32)
 
@@ -43,12 +45,24 @@ def _encode_one(text: str) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class IntentMatch:
+    """The function the caller meant, and how it was found.
+
+    Attributes:
+        function: The function.
+        score: 1.0 for a pattern; else the best cosine similarity to its description or
+            examples.
+    """
+
     function: Function
     score: float
     by: str  # "pattern" or "embedding"
 
 
 def pattern_match(text: str, functions: Sequence[Function]) -> IntentMatch | None:
+    """The first function (in the given order) one of whose `patterns` occurs in `text`.
+
+    Patterns are searched case-insensitively; None when none matches.
+    """
     for function in functions:
         for pattern in function.patterns:
             if re.search(pattern, text, re.I):
@@ -61,6 +75,10 @@ def _phrases(function: Function) -> list[str]:
 
 
 def embedding_scores(text: str, functions: Sequence[Function]) -> list[float]:
+    """Per function, the best cosine similarity of `text` to its description or examples.
+
+    0.0 for a function with neither. Blocking: call it from a worker thread.
+    """
     caller = SentenceEncoder.encode([text])[0]
     scores = []
     for function in functions:

@@ -17,6 +17,8 @@ Path = tuple[str | int, ...]
 
 @dataclass(frozen=True)
 class Position:
+    """Where something is in the YAML text."""
+
     line: int  # 1-based
     column: int  # 1-based
 
@@ -40,6 +42,8 @@ FlowYamlLoader.add_implicit_resolver(
 
 
 class DuplicateKey(ValueError):
+    """A mapping repeats a key; `key` is the key, `position` where it is repeated."""
+
     def __init__(self, key: str, position: Position):
         super().__init__(f"duplicate key '{key}'")
         self.key = key
