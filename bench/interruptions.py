@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callwright.testing.twilio_emulator import RATE, LineAcoustics
+from callwright.testing.line_audio import RATE, LineAcoustics
 from tests import overlap as ov  # noqa: E402
 from tests.support import caller, start_server  # noqa: E402
 

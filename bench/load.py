@@ -30,8 +30,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from callwright.testing.twilio_emulator import CallResult, StreamSession, TwilioCaller
+from callwright.testing.twilio_emulator import TwilioCaller
 from callwright.testing.twilio_rest import TwilioRestStandIn
+from callwright.testing.twilio_stream import CallResult, StreamSession
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, caller, speech_8k, start_server  # noqa: E402
 
 GAP_LIMIT_MS = 100.0

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from callwright.testing.twilio_emulator import (
+from callwright.testing.line_audio import (
     CHUNK_BYTES,
     RATE,
     SPEECH_RMS,

@@ -7,7 +7,8 @@ import httpx
 import pytest
 import websockets
 
-from callwright.testing.twilio_emulator import CallResult, StreamSession, TwilioCaller
+from callwright.testing.twilio_emulator import TwilioCaller
+from callwright.testing.twilio_stream import CallResult, StreamSession
 from tests.support import caller, speech_8k
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import pytest
 from callwright.agent.echo import ECHO_RATE, PlayedAudio, echo_share
 from callwright.agent.interruptions import InterruptionSettings, is_interruption
 from callwright.agent.turns import reads_out
-from callwright.testing.twilio_emulator import LineAcoustics
+from callwright.testing.line_audio import LineAcoustics
 from tests import overlap as ov
 from tests.support import caller, start_server
 

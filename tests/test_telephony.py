@@ -12,7 +12,8 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 
-from callwright.testing.twilio_emulator import CallResult, StreamSession, TwilioCaller
+from callwright.testing.twilio_emulator import TwilioCaller
+from callwright.testing.twilio_stream import CallResult, StreamSession
 from tests.support import ACCOUNT_SID, caller, speech_8k, start_server
 
 pytestmark = pytest.mark.e2e

@@ -15,9 +15,11 @@ class LocalServer:
     port: int = 0
 
     def app(self) -> FastAPI:
+        """The FastAPI app to serve; a stand-in must override it."""
         raise NotImplementedError
 
     async def serve(self) -> None:
+        """Serve `app()` on a free loopback port (`port`) in this loop; returns once it is up."""
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -27,5 +29,6 @@ class LocalServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
+        """Tell the server to exit and wait until it has; only after `serve()`."""
         self._server.should_exit = True
         await self._task

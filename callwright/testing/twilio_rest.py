@@ -36,6 +36,14 @@ _STATUS_EVENTS = {"initiated", "ringing", "answered", "completed"}
 
 @dataclass(kw_only=True)
 class RestRequest:
+    """One request the stand-in received, recorded before it was checked.
+
+    Attributes:
+        method: The HTTP method.
+        path: The URL path.
+        form: The form parameters, one value per name (`lists` has every value).
+    """
+
     method: str
     path: str
     form: dict[str, str]
@@ -45,12 +53,23 @@ class RestRequest:
 
 @dataclass(kw_only=True)
 class TwilioRestStandIn(LocalServer):
+    """Twilio's call-creating and -updating REST API, served locally (see the module docstring).
+
+    Start it with `serve()` and set the server's `twilio_api_base_url` to its `base_url`.
+
+    Attributes:
+        account_sid: The account it serves; its Basic auth user.
+        auth_token: Its Basic auth password.
+        requests: Every request received, in order, refused ones included.
+    """
+
     account_sid: str
     auth_token: str
     requests: list[RestRequest] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # SIDs of calls placed
 
     def app(self) -> FastAPI:
+        """The API: create and update calls as Twilio does, refuse anything else as Twilio does."""
         app = FastAPI()
 
         @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE", "PUT"])
@@ -107,9 +126,11 @@ class TwilioRestStandIn(LocalServer):
 
     @property
     def base_url(self) -> str:
+        """Where it is served, `http://127.0.0.1:<port>`; valid after `serve()`."""
         return f"http://127.0.0.1:{self.port}"
 
     def hang_ups(self) -> list[str]:
+        """The paths of all requests received that set `Status=completed` (hang a call up)."""
         return [r.path for r in self.requests if r.form.get("Status") == "completed"]
 
 
