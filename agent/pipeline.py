@@ -1,8 +1,9 @@
-"""Builds the per-call pipeline: transport in → VAD → user turns → audio-LLM slot → out."""
+"""Builds the per-call pipeline: transport in → VAD → user turns → audio-LLM slot → your
+steps → recorder → out."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
@@ -27,9 +28,18 @@ from callwright.agent.slot import DTMF_PREFIX, AudioLLMSlot
 from callwright.agent.speakers import SpeakerSettings, SpeakerTracker
 from callwright.agent.turns import TranscriptAwareTurnStopStrategy
 
+PipelineStep = Callable[[int], FrameProcessor]
+"""Builds one of your own processors for a call, given its call id (a fresh one per call).
+
+It sits after the audio-LLM slot: it sees the caller's stored words (`CallerTurnFrame`),
+the agent's audio and what the caller heard of it (`AgentTurnFrame`), before they are
+recorded and sent. It must pass on every frame it does not mean to drop."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class TurnTakingSettings:
+    """How the call decides that the caller has finished, or is barging in."""
+
     vad_stop_secs: float = 0.2
     turn_stop_secs: float = 1.2  # the longest Smart Turn waits on an unfinished sentence
     digit_wait_s: float = 1.5  # extra wait after the caller reads out digits
@@ -48,6 +58,7 @@ def build_call_worker(
     observers: Sequence[BaseObserver] = (),
     instructions: str = "",
     fallback: SlotFallback | None = None,
+    steps: Sequence[FrameProcessor] = (),
     after_output: Sequence[FrameProcessor] = (),
 ) -> PipelineWorker:
     """`after_output` sees frames once sent, in playback order: call control, recording."""
@@ -83,6 +94,7 @@ def build_call_worker(
                 session=session, instructions=instructions, fallback=fallback, played=played,
                 speaker_tracker=tracker,
             ),
+            *steps,
             recorder,
             transport.output(),
             PlayedAudioTap(played=played),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from callwright.agent.backends.cascade import EmbeddedCascade
 from callwright.agent.backends.registry import BackendContext, create_backend
 from callwright.agent.fallback import SlotFallback
 from callwright.agent.model_host import ModelHost
+from callwright.agent.pipeline import PipelineStep
 from callwright.agent.policy import Receptionist
 from callwright.calls import CallRunner
 from callwright.flows.runtime import FlowRuntime
@@ -36,7 +38,17 @@ from callwright.telephony.webrtc import routes as webrtc
 from callwright.watchdog import LoopWatchdog
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, steps: Sequence[PipelineStep] = ()
+) -> FastAPI:
+    """The whole server as one ASGI app: Twilio webhooks and media streams, WebRTC calls,
+    the JSON API and the admin site, with the models loaded at start-up.
+
+    Args:
+        settings: defaults to `Settings()`, read from the environment and `.env`.
+        steps: your own processors, built per call, placed after the audio-LLM slot
+            (see `PipelineStep`).
+    """
     settings = settings or Settings()
     engine = create_engine(settings.sqlalchemy_url)
     store = CallStore(engine)
@@ -70,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data_dir=settings.data_dir,
         record_calls=settings.record_calls,
         model_timeout_s=settings.model_timeout_s,
+        steps=steps,
     )
 
     webrtc_config = webrtc.WebRTCConfig(

@@ -19,7 +19,7 @@ from callwright.agent.context import CallContext, set_call_context
 from callwright.agent.fallback import FallbackSession, SlotFallback
 from callwright.agent.guard import FailedSession, GuardedSession
 from callwright.agent.model_host import ModelHost
-from callwright.agent.pipeline import TurnTakingSettings, build_call_worker
+from callwright.agent.pipeline import PipelineStep, TurnTakingSettings, build_call_worker
 from callwright.agent.transcript import TranscribingSession
 from callwright.flows.policy import FlowPolicy
 from callwright.flows.runtime import FlowRuntime
@@ -48,6 +48,7 @@ class CallRunner:
         data_dir: Path,
         record_calls: bool = True,
         model_timeout_s: float = 20.0,
+        steps: Sequence[PipelineStep] = (),
     ):
         self._backend = backend
         self._models = models
@@ -60,6 +61,7 @@ class CallRunner:
         self._data_dir = data_dir
         self._record_calls = record_calls
         self._model_timeout_s = model_timeout_s
+        self._steps = tuple(steps)
         self.fallback: SlotFallback | None = None  # set once the backend can speak
         self.active = 0
 
@@ -115,6 +117,7 @@ class CallRunner:
             observers=observers,
             instructions=context.instructions,
             fallback=self.fallback,
+            steps=self._build_steps(call_id),
             after_output=[*control, *([recording.processor] if recording else [])],
         )
 
@@ -134,6 +137,17 @@ class CallRunner:
                 recording.close()
             if self._memory:
                 self._memory.end_call(call_id)
+
+    def _build_steps(self, call_id: int) -> list[FrameProcessor]:
+        """The call's own instances of your pipeline steps; one that fails to build is left
+        out (and logged) rather than failing the call."""
+        built = []
+        for step in self._steps:
+            try:
+                built.append(step(call_id))
+            except Exception:
+                logger.exception(f"call {call_id}: pipeline step {step!r} failed to build")
+        return built
 
     async def _open_session(
         self, call_id: int, context: CallContext, flow: str | None

@@ -21,37 +21,12 @@ app.add_typer(users_app, name="users")
 app.add_typer(memory_app, name="memory")
 app.add_typer(flows_app, name="flows")
 
-WS_MAX_BYTES = 1 << 20  # Twilio's messages are small; refuse anything absurd at the socket
 
 
 def _settings(**overrides):
     from callwright.settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def _server(settings, *, quiet: bool = False):
-    import uvicorn
-
-    from callwright import logs
-    from callwright.app import create_app
-    from callwright.server import DrainingServer
-
-    logs.configure("WARNING" if quiet else settings.log_level)
-    application = create_app(settings)
-    config = uvicorn.Config(
-        application,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=WS_MAX_BYTES,
-        # Base64 μ-law barely compresses; deflating every message of every call took
-        # ~4% of the event loop's time at 12 calls.
-        ws_per_message_deflate=False,
-        log_level="warning" if quiet else "info",
-        access_log=not quiet,
-        lifespan="on",
-    )
-    return DrainingServer(config, lines=application.state.lines, grace_s=settings.shutdown_grace_s)
 
 
 @app.command()
@@ -61,7 +36,9 @@ def serve(
 ) -> None:
     """Serve the Twilio webhook, media streams and API."""
     settings = _settings(host=host, port=port)
-    asyncio.run(_server(settings).serve())
+    from callwright.server import serve as serve_forever
+
+    serve_forever(settings)
 
 
 @app.command()
@@ -79,7 +56,9 @@ def call(
 async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> None:
     from callwright.memory.db import open_database
     from callwright.memory.store import CallStore
-    from callwright.testing.twilio_emulator import TwilioCaller, load_wav_8k
+    from callwright.server import create_server
+    from callwright.testing.line_audio import load_wav_8k
+    from callwright.testing.twilio_emulator import TwilioCaller
     from callwright.testing.twilio_rest import TwilioRestStandIn
 
     lines = [load_wav_8k(path) for path in wavs]
@@ -98,7 +77,7 @@ async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> Non
         await rest.serve()
         settings = _settings(port=port, data_dir=data_dir, public_url=settings.base_url,
                              twilio_api_base_url=rest.base_url)
-        server = _server(settings, quiet=True)
+        server = create_server(settings, quiet=True)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
         while not server.started:
             await asyncio.sleep(0.05)

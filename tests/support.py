@@ -117,8 +117,10 @@ class Server:
             self.process.kill()
 
 
-def launch_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env_extra) -> Server:
-    """Start `callwright serve` with its data in `tmp`; `wait_ready` waits for it."""
+def launch_server(tmp: Path, *, database_url: str = "", rest_url: str = "",
+                  script: Path | None = None, **env_extra) -> Server:
+    """Start `callwright serve` (or a Python `script` that serves) with its data in `tmp`;
+    `wait_ready` waits for it."""
     port = free_port()
     env = {
         **os.environ,
@@ -135,7 +137,8 @@ def launch_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **en
     }
     log_path = tmp / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "callwright", "serve"], env=env, cwd=ROOT,
+        [sys.executable, *([str(script)] if script else ["-m", "callwright", "serve"])],
+        env=env, cwd=ROOT,
         stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )
     return Server(process=process, port=port, env=env, log_path=log_path)
@@ -159,8 +162,10 @@ def wait_ready(server: Server, *, timeout_s: float = 90) -> Server:
     return server
 
 
-def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "", **env_extra) -> Server:
-    return wait_ready(launch_server(tmp, database_url=database_url, rest_url=rest_url, **env_extra))
+def start_server(tmp: Path, *, database_url: str = "", rest_url: str = "",
+                 script: Path | None = None, **env_extra) -> Server:
+    return wait_ready(launch_server(tmp, database_url=database_url, rest_url=rest_url,
+                                    script=script, **env_extra))
 
 
 def caller(server: Server, **kwargs):

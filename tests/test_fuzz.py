@@ -18,7 +18,7 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from callwright.cli import WS_MAX_BYTES
+from callwright.server import WS_MAX_BYTES
 from callwright.settings import Settings
 from callwright.testing.twilio_emulator import TwilioCaller
 from tests.support import caller, speech_8k
