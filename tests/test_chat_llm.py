@@ -30,7 +30,8 @@ from callwright.agent.backend import (
     ToolResult,
     TurnRequest,
 )
-from callwright.agent.backends.chat_llm import ChatLLMBackend, well_formed
+from callwright.agent.backends.chat_llm import ChatLLMBackend
+from callwright.agent.backends.openai_compat import well_formed
 from callwright.agent.fallback import FAILURE_APOLOGY, FallbackSession
 from callwright.flows.engine import FlowRun
 from callwright.flows.loader import load_flow

@@ -38,6 +38,7 @@ from callwright.agent.backends.openai_compat import (
     check_server,
     openai_tools,
     tool_call_of,
+    well_formed,
 )
 from callwright.agent.backends.turns import cap_input
 from callwright.agent.transcript import EarlyTranscript
@@ -63,6 +64,8 @@ class PhraseBuffer(SentenceBuffer):
     first words while the model is still writing the rest of a long first sentence."""
 
     def first_clause(self) -> list[str]:
+        """Release the buffered text up to the first clause end (`,`, `;` or `:` before a space)
+        that completes at least `FIRST_CLAUSE_WORDS` words; empty when there is none yet."""
         for match in _CLAUSE_END.finditer(self._text):
             head = self._text[: match.end()]
             if len(head.split()) >= FIRST_CLAUSE_WORDS:
@@ -158,9 +161,11 @@ class ChatLLMBackend(AudioLLM):
         await check_server(self.client, self.model, what="Chat model")
 
     async def open_session(self) -> AudioLLMSession:
+        """A new `ChatLLMSession`; this backend never refuses one."""
         return ChatLLMSession(backend=self)
 
     async def close(self) -> None:
+        """Close the HTTP client, then await `on_close`."""
         await self.client.close()
         if self._on_close is not None:
             await self._on_close()
@@ -183,6 +188,8 @@ class ChatLLMSession(AudioLLMSession):
     # Caller's words ---------------------------------------------------------------------
 
     async def prepare(self, audio: bytes) -> str | None:
+        """Start transcribing `audio`; returns its transcript, which `respond()` reuses for the
+        same audio."""
         return await asyncio.shield(self._transcript.start(audio))
 
     def _caller_message(self, request: TurnRequest, text: str) -> str:
@@ -212,6 +219,13 @@ class ChatLLMSession(AudioLLMSession):
     # The turn -----------------------------------------------------------------------------
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Add the turn to the conversation and stream the model's reply, spoken as it comes.
+
+        The caller's audio is transcribed first (a turn with no words ends there, unanswered);
+        tool results continue the model's own turn. Each request to the model yields a
+        `ModelUsage`; a server that fails, times out or sends nothing ends the turn with
+        `EndOfTurn(error=...)`.
+        """
         self._cancelled = False
         if request.tool_results:
             self._add_tool_results(request)
@@ -395,6 +409,7 @@ class ChatLLMSession(AudioLLMSession):
     # Barge-in ---------------------------------------------------------------------------
 
     async def cancel(self) -> None:
+        """Stop the turn and close the HTTP stream, so the server stops generating."""
         self._cancelled = True
         # Closing the response drops the connection: the server stops generating.
         await self._close_stream()
@@ -418,33 +433,8 @@ class ChatLLMSession(AudioLLMSession):
         self._messages[self._turn_start:] = kept
 
     async def close(self) -> None:
+        """Cancel any turn in progress."""
         await self.cancel()
-
-
-def well_formed(messages: list[dict]) -> list[dict]:
-    """The messages, minus tool calls that got no result and results with no call: strict
-    servers refuse both (a call cut short by barge-in or a history cut leaves them)."""
-    answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
-    out: list[dict] = []
-    open_calls: set[str] = set()
-    for message in messages:
-        if message["role"] == "assistant" and message.get("tool_calls"):
-            calls = [c for c in message["tool_calls"] if c["id"] in answered]
-            message = {**message, "tool_calls": calls}
-            if not calls:
-                del message["tool_calls"]
-                if not message.get("content"):
-                    continue
-            open_calls = {c["id"] for c in calls}
-        elif message["role"] == "tool":
-            if message.get("tool_call_id") not in open_calls:
-                continue
-        else:
-            open_calls = set()
-            if message["role"] == "assistant" and not message.get("content"):
-                continue  # a reply cut before its first word
-        out.append(message)
-    return out
 
 
 def _split(text: object) -> list[str]:

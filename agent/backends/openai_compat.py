@@ -44,6 +44,7 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 
 def wav_base64(pcm16k: bytes) -> str:
+    """`pcm16k` (16 kHz int16 mono) as a base64 WAV file, for an `input_audio` content part."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:
         w.setnchannels(1)
@@ -66,6 +67,8 @@ class SentenceBuffer:
         self._text = ""
 
     def push(self, text: str) -> list[str]:
+        """Add streamed `text`; returns the sentences it completed (ending in `.`, `!` or `?`
+        before whitespace), whitespace collapsed."""
         self._text += text
         sentences = []
         while match := _SENTENCE_END.search(self._text):
@@ -75,11 +78,27 @@ class SentenceBuffer:
         return sentences
 
     def flush(self) -> list[str]:
+        """Release what is left (whitespace collapsed) and empty the buffer."""
         rest, self._text = " ".join(self._text.split()), ""
         return [rest] if rest else []
 
 
 class OpenAICompatibleBackend(AudioLLM):
+    """A chat server that hears the caller's audio and answers in text, spoken by `speak`.
+
+    Args:
+        base_url: The API root of the server.
+        model: The model name the server serves.
+        speak: Blocking TTS: text to (int16 audio, sample rate).
+        api_key: Bearer key; local servers usually need none.
+        max_tokens: Cap on one reply.
+        timeout_s: The HTTP client's timeout.
+        history_turns: Past exchanges re-sent each turn, as audio and text.
+
+    Raises:
+        ValueError: `base_url` or `model` is empty.
+    """
+
     name = "openai"
     capabilities = Capabilities(live_instructions=True, tools=True, truncation=True)
 
@@ -108,16 +127,22 @@ class OpenAICompatibleBackend(AudioLLM):
         self.history_turns = history_turns
 
     async def load(self) -> None:
+        """Check that the server answers and lists the model; logs, never raises."""
         await check_server(self.client, self.model, what="OpenAI-compatible")
 
     async def open_session(self) -> AudioLLMSession:
+        """A new `OpenAISession`; this backend never refuses one."""
         return OpenAISession(backend=self)
 
     async def close(self) -> None:
+        """Close the HTTP client."""
         await self.client.close()
 
 
 class OpenAISession(AudioLLMSession):
+    """One call's conversation: its last exchanges (caller audio, agent text) and the stream
+    in flight."""
+
     def __init__(self, *, backend: OpenAICompatibleBackend):
         self._backend = backend
         self._history = BoundedHistory(max_turns=backend.history_turns)
@@ -139,6 +164,11 @@ class OpenAISession(AudioLLMSession):
         return messages + [user(audio)]
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Send the instructions, the history and this turn's audio (the opening prompt when
+        there is none), and speak the streamed reply sentence by sentence, then its tool calls.
+
+        A request that fails ends the turn with `EndOfTurn(error=...)`.
+        """
         backend = self._backend
         self._cancelled = False
         audio = cap_input(request.audio) if request.audio else None
@@ -188,11 +218,13 @@ class OpenAISession(AudioLLMSession):
             yield AudioChunk(audio=audio, sample_rate=rate)
 
     async def cancel(self) -> None:
+        """Stop the turn and close the HTTP stream, so the server stops generating."""
         self._cancelled = True
         if self._stream is not None:
             await self._stream.close()  # drops the HTTP stream: the server stops generating
 
     async def truncate(self, heard_text: str) -> None:
+        """Keep only `heard_text` as the last reply in the history."""
         self._history.truncate_last(heard_text)
 
 
@@ -221,6 +253,32 @@ def add_tool_call_fragment(calls: dict[int, dict], call: Any) -> None:
         if name != entry["name"]:
             entry["name"] += name
         entry["args"] += call.function.arguments or ""
+
+
+def well_formed(messages: list[dict]) -> list[dict]:
+    """The messages, minus tool calls that got no result and results with no call: strict
+    servers refuse both (a call cut short by barge-in or a history cut leaves them)."""
+    answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
+    out: list[dict] = []
+    open_calls: set[str] = set()
+    for message in messages:
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            calls = [c for c in message["tool_calls"] if c["id"] in answered]
+            message = {**message, "tool_calls": calls}
+            if not calls:
+                del message["tool_calls"]
+                if not message.get("content"):
+                    continue
+            open_calls = {c["id"] for c in calls}
+        elif message["role"] == "tool":
+            if message.get("tool_call_id") not in open_calls:
+                continue
+        else:
+            open_calls = set()
+            if message["role"] == "assistant" and not message.get("content"):
+                continue  # a reply cut before its first word
+        out.append(message)
+    return out
 
 
 def tool_call_of(call: dict) -> ToolCall:
