@@ -32,6 +32,7 @@ class Identity:
 
     @property
     def is_admin(self) -> bool:
+        """Whether the user has the admin role."""
         return self.role == "admin"
 
 
@@ -45,6 +46,11 @@ class SignInLimits:
 
 
 class AccountStore:
+    """Admin-site users, their sign-in sessions, sign-in throttling and the audit log, in SQL.
+
+    Sessions last `session_ttl`; `limits` sets the failed sign-ins `throttled` allows.
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -59,6 +65,12 @@ class AccountStore:
     # Users
 
     async def add_user(self, username: str, password: str, *, role: str) -> int:
+        """Create an active user, with the password hashed (argon2id); their id.
+
+        Raises:
+            ValueError: A role not in `ROLES`, a username not 1 to 64 characters long, a
+                password shorter than 10 characters, or a username already taken.
+        """
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if not username or len(username) > 64:
@@ -75,6 +87,7 @@ class AccountStore:
             return user.id
 
     async def list_users(self) -> list[AdminUser]:
+        """Every user, disabled ones too, by username."""
         async with self._sessions() as session:
             return list(await session.scalars(select(AdminUser).order_by(AdminUser.username)))
 
@@ -90,6 +103,11 @@ class AccountStore:
             return user
 
     async def set_password(self, username: str, password: str) -> bool:
+        """Set a user's password and end their sessions; False when there is no such user.
+
+        Raises:
+            ValueError: A password shorter than 10 characters.
+        """
         if len(password) < 10:
             raise ValueError("a password is at least 10 characters")
         async with self._sessions.begin() as session:
@@ -124,6 +142,12 @@ class AccountStore:
         return by_ip >= self.limits.per_ip or by_user >= self.limits.per_user
 
     async def authenticate(self, username: str, password: str) -> AdminUser | None:
+        """The active user with this username and password, or None.
+
+        An unknown username takes as long to refuse as a wrong password. On success the
+        sign-in time is stored, and the hash redone if its parameters are outdated. Throttling
+        and the audit log are the caller's: see `throttled` and `audit`.
+        """
         async with self._sessions.begin() as session:
             user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
             try:
@@ -149,6 +173,7 @@ class AccountStore:
         return token
 
     async def identify(self, token: str) -> Identity | None:
+        """Who holds this session cookie; None when it is unknown, expired, or its user disabled."""
         async with self._sessions() as session:
             row = (await session.execute(
                 select(AdminSession, AdminUser)
@@ -161,6 +186,7 @@ class AccountStore:
                         role=row.AdminUser.role, csrf_token=row.AdminSession.csrf_token)
 
     async def close_session(self, token: str) -> None:
+        """End the session with this cookie value (sign out); an unknown one is ignored."""
         async with self._sessions.begin() as session:
             await session.execute(
                 delete(AdminSession).where(AdminSession.token_sha256 == _sha256(token))
@@ -172,6 +198,7 @@ class AccountStore:
         self, *, username: str, action: str, target: str = "", ip: str | None = None,
         user_id: int | None = None, detail: dict | None = None,
     ) -> None:
+        """Add an entry to the audit log; `target` is cut to 128 characters."""
         async with self._sessions.begin() as session:
             session.add(AuditEntry(user_id=user_id, username=username, ip=ip, action=action,
                                    target=target[:128], detail=detail))
@@ -179,6 +206,10 @@ class AccountStore:
     async def audit_log(
         self, *, limit: int = 100, offset: int = 0, query: str = ""
     ) -> list[AuditEntry]:
+        """Audit entries, newest first, a page at a time.
+
+        With `query`, only those whose username, action or target contains it, ignoring case.
+        """
         statement = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
         if query:
             like = f"%{query}%"

@@ -13,6 +13,8 @@ from callwright.memory.store import CallStore
 
 
 class TurnOut(BaseModel):
+    """A call's turn in the JSON API (fields as in `Turn`)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     seq: int
@@ -31,6 +33,8 @@ class TurnOut(BaseModel):
 
 
 class CallOut(BaseModel):
+    """A call in the JSON API's list (fields as in `Call`)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -53,6 +57,8 @@ class CallOut(BaseModel):
 
 
 class CallDetail(CallOut):
+    """A call with its flow path, slots, variables, summary and turns."""
+
     flow_path: list | None
     slots: dict | None
     variables: dict | None  # what the dialler passed with an outbound call
@@ -61,6 +67,8 @@ class CallDetail(CallOut):
 
 
 class MemoryOut(BaseModel):
+    """A memory in a caller's profile (fields as in `Memory`, without its embedding)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -87,6 +95,12 @@ class CallerOut(BaseModel):
 
 
 def create_router(*, store: CallStore, callers: CallerStore | None = None) -> APIRouter:
+    """Router for the JSON API under `/api`: calls and, with `callers`, callers' profiles.
+
+    Routes: `GET /calls`, `GET /calls/{call_id}`, and `GET /callers/{number}` when `callers`
+    is given. Each requires a bearer token that `store.api_token_valid` accepts (401
+    otherwise).
+    """
     bearer = HTTPBearer(auto_error=False)
 
     async def authorised(

@@ -12,10 +12,13 @@ MEMORY_KINDS = ("fact", "preference", "summary", "commitment")
 
 
 class CallerQueries:
+    """A caller as supervisors see them: reads, and corrections of their memories."""
+
     def __init__(self, engine: AsyncEngine):
         self._sessions = sessionmaker(engine)
 
     async def get(self, caller_id: int) -> tuple[Caller, list[Call], list[Memory]] | None:
+        """A caller, their latest 200 calls and all their memories (newest first), or None."""
         async with self._sessions() as session:
             caller = await session.get(Caller, caller_id)
             if caller is None:
@@ -52,6 +55,7 @@ class CallerQueries:
             return old, text
 
     async def delete_memory(self, *, caller_id: int, memory_id: int) -> bool:
+        """Delete one of this caller's memories; False when they have no memory with this id."""
         async with self._sessions.begin() as session:
             result = await session.execute(
                 delete(Memory).where(Memory.id == memory_id, Memory.caller_id == caller_id)

@@ -73,16 +73,21 @@ class CallRow:
 
 @dataclass(kw_only=True)
 class CallPage:
+    """One page of the calls list: its rows, how many calls match the filters, filter choices."""
+
     rows: list[CallRow]
     total: int
     choices: dict[str, list[str]] = field(default_factory=dict)  # for the filter selects
 
 
 def search_words(query: str) -> list[str]:
+    """The words of a search query, lowercased; at most the first 16."""
     return re.findall(r"\w+", query.lower())[:16]
 
 
 class CallQueries:
+    """The supervisors' queries over calls, on SQLite (FTS5) or PostgreSQL (full-text search)."""
+
     def __init__(self, engine: AsyncEngine):
         self._sessions = sessionmaker(engine)
         self._dialect = engine.dialect.name
@@ -101,6 +106,7 @@ class CallQueries:
         )
 
     def duration_s(self) -> ColumnElement[float]:
+        """SQL for a call's duration in seconds; NULL unless it started and ended."""
         if self._dialect == "sqlite":
             return (func.julianday(Call.ended_at) - func.julianday(Call.started_at)) * 86400.0
         return func.extract("epoch", Call.ended_at - Call.started_at)
@@ -137,6 +143,11 @@ class CallQueries:
         return where
 
     async def list_calls(self, f: CallFilters, *, limit: int = 25, offset: int = 0) -> CallPage:
+        """One page of the calls matching `f`, newest first.
+
+        Each row carries the call's turn count, whether a turn was interrupted, its number of
+        voices, its tags, and with a search, its first matching turn.
+        """
         where = self._conditions(f)
         async with self._sessions() as session:
             total = await session.scalar(select(func.count(Call.id)).where(*where))
@@ -183,6 +194,7 @@ class CallQueries:
         return CallPage(rows=rows, total=total or 0, choices=choices)
 
     async def get_call(self, call_id: int) -> Call | None:
+        """A call with its turns and its caller loaded, or None."""
         async with self._sessions() as session:
             return await session.get(
                 Call, call_id, options=[selectinload(Call.turns), selectinload(Call.caller)]
@@ -213,6 +225,7 @@ class CallQueries:
             return annotation
 
     async def delete_annotation(self, *, call_id: int, annotation_id: int) -> bool:
+        """Delete an annotation of this call; False when the call has none with this id."""
         async with self._sessions.begin() as session:
             result = await session.execute(delete(Annotation).where(
                 Annotation.id == annotation_id, Annotation.call_id == call_id))
@@ -272,6 +285,7 @@ async def _distinct(session, attribute) -> list[str]:  # noqa: ANN001
 
 
 def call_duration_s(call: Call) -> float | None:
+    """Seconds from a call's start to its end; None unless it started and ended."""
     if call.started_at and call.ended_at:
         return (call.ended_at - call.started_at).total_seconds()
     return None

@@ -50,6 +50,10 @@ def _svg(title: str, parts: list[str]) -> Markup:
 
 def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *,
               unit: str = "") -> Markup:
+    """An SVG bar chart, one bar per label, on an axis of whole numbers.
+
+    `labels` and `values` must be as long as each other (ValueError otherwise).
+    """
     top = _scale_max(values, counts=True)
     parts = _frame(title, top, unit, labels)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -66,6 +70,11 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *,
 
 def line_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[float | None]],
                *, unit: str = "") -> Markup:
+    """An SVG line chart, one line per series, with a legend of the series' names.
+
+    Each series has one value per label (ValueError otherwise). A None value gets no
+    point, and the line joins the points either side of it.
+    """
     top = _scale_max([v for values in series.values() for v in values])
     parts = _frame(title, top, unit, labels)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM

@@ -16,6 +16,16 @@ from callwright.memory.models import Call, Turn
 
 @dataclass(frozen=True, kw_only=True)
 class Day:
+    """One day's figures.
+
+    Attributes:
+        day: The day, in UTC.
+        calls: Calls created that day.
+        avg_duration_s: The mean duration of those that started and ended, in seconds.
+        latency_p50_ms: The median voice-to-voice latency of their agent turns.
+        latency_p90_ms: Its 90th percentile.
+    """
+
     day: date
     calls: int
     avg_duration_s: float | None
@@ -25,6 +35,15 @@ class Day:
 
 @dataclass(frozen=True, kw_only=True)
 class Overview:
+    """The dashboard's figures: per day, and over all the days together.
+
+    The fields it shares with `Day` hold the same figures over all the days.
+
+    Attributes:
+        days: One `Day` per day, oldest first, days without calls included.
+        outcomes: Calls by "status · end reason", the most common first.
+    """
+
     days: list[Day]
     outcomes: list[tuple[str, int]]
     calls: int

@@ -21,6 +21,7 @@ def clock(ms: int | None) -> str:
 
 
 def when(moment: datetime | None) -> str:
+    """A time as `YYYY-MM-DD HH:MM:SS UTC` (a naive one is taken as UTC); "—" for None."""
     if moment is None:
         return "—"
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -28,6 +29,7 @@ def when(moment: datetime | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
+    """Seconds, rounded, as "N min SS s" or, under a minute, "N s"; "—" for None."""
     if seconds is None:
         return "—"
     minutes, rest = divmod(round(seconds), 60)
@@ -53,5 +55,6 @@ def unheard(planned: str | None, heard: str) -> str:
 
 
 def register(env: Environment) -> None:
+    """Add this module's filters to `env`, and `urlencode_dict` (a dict as a query string)."""
     env.filters.update(clock=clock, when=when, duration=duration, highlight=highlight,
                        unheard=unheard, urlencode_dict=lambda d: urlencode(d))

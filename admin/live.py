@@ -20,12 +20,14 @@ LIVE = "in-progress"
 
 
 def call_event(call: Call) -> dict:
+    """A live call as the data of a `call` event."""
     return {"id": call.id, "call_sid": call.call_sid, "from_number": call.from_number,
             "flow": call.flow_name, "transport": call.transport,
             "started_at": call.started_at.isoformat() if call.started_at else None}
 
 
 def turn_event(turn: Turn) -> dict:
+    """A turn as the data of a `turn` event; its label falls back to its speaker."""
     return {"call_id": turn.call_id, "id": turn.id, "seq": turn.seq, "speaker": turn.speaker,
             "label": turn.speaker_label or turn.speaker, "text": turn.text,
             "start_ms": turn.start_ms, "interrupted": turn.interrupted,
@@ -33,11 +35,14 @@ def turn_event(turn: Turn) -> dict:
 
 
 class LiveFeed:
+    """Calls in progress and their turns, from the database, polled every `poll_s` seconds."""
+
     def __init__(self, engine: AsyncEngine, *, poll_s: float = 0.5):
         self._sessions = sessionmaker(engine)
         self.poll_s = poll_s
 
     async def snapshot(self) -> list[Call]:
+        """Calls in progress with their turns, the latest started first."""
         async with self._sessions() as session:
             return list(await session.scalars(
                 select(Call).where(Call.status == LIVE).options(selectinload(Call.turns))

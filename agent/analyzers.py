@@ -153,6 +153,8 @@ class SharedSileroVAD(SileroVADAnalyzer):
         self._score = 0.0  # the batcher's score for the window being analysed
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
+        """Score each complete window of `buffer` (after what is buffered) in the shared batch,
+        then run pipecat's state machine on it; returns the VAD state after all of `buffer`."""
         step = self._vad_frames_num_bytes
         while len(self._vad_buffer) + len(buffer) >= step:
             take = step - len(self._vad_buffer)
@@ -165,6 +167,8 @@ class SharedSileroVAD(SileroVADAnalyzer):
         return self._run_analyzer(buffer)
 
     def voice_confidence(self, buffer: bytes) -> float:
+        """The batcher's score for the window being analysed (`buffer` is not read again); may
+        reset the model's state, by pipecat's rules."""
         score = self._score
         self._maybe_reset_model(score)
         return score
@@ -180,6 +184,8 @@ class SmartTurnModel(LocalSmartTurnAnalyzerV3):
         self._session = shared_session(model, optimize=True)
 
     def predict(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+        """Smart Turn v3's end-of-turn verdict on float32 `audio` at `sample_rate`: pipecat's
+        result dict (`prediction` 1 for complete, 0 for not, and its `probability`)."""
         self._sample_rate = sample_rate
         return self._predict_endpoint(audio)
 

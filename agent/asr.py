@@ -26,6 +26,14 @@ NO_SPEECH = 0.8  # above this no-speech probability the turn is taken as empty
 
 
 class WhisperASR:
+    """faster-whisper's Whisper, int8 on the CPU, encoding short turns in a 10 s window.
+
+    Args:
+        model_dir: A CTranslate2 Whisper model directory.
+        beam_size: Beam width for decoding.
+        language: The language the caller speaks and the transcript is in.
+    """
+
     def __init__(self, *, model_dir: Path, beam_size: int = 5, language: str = "en"):
         self.model = WhisperModel(
             str(model_dir), device="cpu", compute_type="int8", cpu_threads=1, num_workers=2

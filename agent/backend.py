@@ -47,6 +47,9 @@ class AudioChunk:
 
 @dataclass(frozen=True, kw_only=True)
 class ToolCall:
+    """The model asks for a tool: `name` with JSON `arguments`; `call_id` pairs it with its
+    `ToolResult`."""
+
     call_id: str
     name: str
     arguments: dict
@@ -98,6 +101,9 @@ class Capabilities:
 
 @dataclass(frozen=True, kw_only=True)
 class ContextTurn:
+    """One past turn of the conversation: what the caller said, or what the caller heard of
+    the agent's reply."""
+
     role: Literal["caller", "agent"]
     text: str
     audio: bytes | None = None  # 16 kHz int16, for backends that re-read past audio
@@ -170,18 +176,23 @@ class SessionWrapper(AudioLLMSession):
         self.inner = inner
 
     def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Delegate to `inner`."""
         return self.inner.respond(request)
 
     async def prepare(self, audio: bytes) -> str | None:
+        """Delegate to `inner`."""
         return await self.inner.prepare(audio)
 
     async def cancel(self) -> None:
+        """Delegate to `inner`."""
         await self.inner.cancel()
 
     async def truncate(self, heard_text: str) -> None:
+        """Delegate to `inner`."""
         await self.inner.truncate(heard_text)
 
     async def close(self) -> None:
+        """Delegate to `inner`."""
         await self.inner.close()
 
 

@@ -29,6 +29,9 @@ def _remember_nothing(**_fields: Any) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class CallContext:
+    """What a call knows about its caller, and `remember`, which keeps what it learns for
+    later calls."""
+
     # Template variables about the caller (`{{ caller.name }}`): name, number, known,
     # last_summary, memories. Empty for a caller never seen or not identifiable.
     caller: Mapping[str, Any] = field(default_factory=dict)

@@ -50,6 +50,8 @@ class PlayedAudio:
         self._speech_done_s = 0.0  # agent speech in chunks dropped from `_chunks`
 
     def add(self, pcm: bytes, sample_rate: int, *, speech: bool) -> None:
+        """Place a chunk written to the far end on the playout timeline, after what is queued;
+        `speech` says it is agent speech (for `speech_s`)."""
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
         if sample_rate != ECHO_RATE:
             samples = soxr.resample(samples, sample_rate, ECHO_RATE)
@@ -105,6 +107,8 @@ class PlayedAudioTap(FrameProcessor):
         self._played = played
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Put each output audio chunk on the playout timeline and flush it on an interruption;
+        every frame is passed on."""
         await super().process_frame(frame, direction)
         if direction == FrameDirection.DOWNSTREAM:
             if isinstance(frame, OutputAudioRawFrame):

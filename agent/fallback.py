@@ -39,6 +39,17 @@ class SlotFallback:
 
 
 class FallbackSession(AudioLLMSession):
+    """Answers with `primary` until it fails, then with a short apology and the fallback's
+    session, for the rest of the call.
+
+    Args:
+        primary: The audio LLM's session; None when it had no capacity (the caller then
+            hears the busy apology first).
+        fallback: The backend that takes over (the embedded cascade).
+        speak: Blocking TTS for the apologies: text to (int16 audio, sample rate).
+        open_fallback: Opens the fallback's session; by default `fallback.open_session()`.
+    """
+
     def __init__(
         self,
         *,
@@ -59,6 +70,8 @@ class FallbackSession(AudioLLMSession):
         self._cancelled = False
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Stream `primary`'s answer; when it fails (an exception or `EndOfTurn(error=...)`),
+        close it and answer the same turn with the apology and the fallback."""
         self._cancelled = False
         if self._primary is not None:
             failure = None
@@ -103,18 +116,22 @@ class FallbackSession(AudioLLMSession):
             logger.exception("closing the failed audio-LLM session")
 
     async def prepare(self, audio: bytes) -> str | None:
+        """Delegate to the active session (the primary, else the fallback once opened)."""
         return await self._active.prepare(audio) if self._active is not None else None
 
     async def cancel(self) -> None:
+        """Cancel the active session's turn."""
         self._cancelled = True
         if self._active is not None:
             await self._active.cancel()
 
     async def truncate(self, heard_text: str) -> None:
+        """Delegate to the active session."""
         if self._active is not None:
             await self._active.truncate(heard_text)
 
     async def close(self) -> None:
+        """Close the primary's and the fallback's sessions, where open."""
         for session in (self._primary, self._fallback):
             if session is not None:
                 await session.close()

@@ -89,6 +89,7 @@ class AnsweredByFrame(SystemFrame):
 
     @property
     def machine(self) -> bool:
+        """Whether the result means a machine or a fax, not a person."""
         return is_machine(self.answered_by)
 
 

@@ -25,6 +25,11 @@ class GuardedSession(SessionWrapper):
         self._timeout_s = event_timeout_s
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Pass on `inner`'s events; cancel `inner` and raise when the next one is late.
+
+        Raises:
+            ModelTimeout: No event came within `event_timeout_s`.
+        """
         events = aiter(self.inner.respond(request))
         while True:
             try:
@@ -44,8 +49,14 @@ class FailedSession(AudioLLMSession):
         self._error = error
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Raise at once, so that the slot's fallback answers the turn.
+
+        Raises:
+            RuntimeError: Always, naming the error that kept the session from opening.
+        """
         raise RuntimeError(f"no model session: {self._error!r}")
         yield  # an async generator, like every respond()
 
     async def cancel(self) -> None:
+        """Nothing to stop."""
         pass

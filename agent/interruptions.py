@@ -93,6 +93,21 @@ def is_interruption(
 
 
 class BargeInStartStrategy(BaseUserTurnStartStrategy):
+    """A pipecat user-turn start strategy that judges speech over the agent before it
+    becomes a turn.
+
+    While the agent is silent, voice activity starts a turn. Over the agent, echo and
+    (once the caller is enrolled) other voices are ignored; other speech pauses the agent
+    and its words, or long speech, decide between a turn and resuming.
+
+    Args:
+        settings: The call's interruption rules; an `InterruptibilityFrame` changes some
+            while the agent's coming words play.
+        played: The far end's playout timeline, for the echo check.
+        speakers: The call's voices, to ignore other speakers; None takes every voice
+            for the caller's.
+    """
+
     def __init__(
         self,
         *,
@@ -129,11 +144,15 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         return self._bot_speaking or self._paused_at is not None
 
     async def handle_user_turn_started(self):
+        """End the overlap being judged: the turn has started and the slot stops the agent."""
         await super().handle_user_turn_started()
         await self._end_overlap()
         self._paused_at = None  # the slot stops the agent's turn on the interruption
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        """Track the agent's speech and barge-in rules, the input audio and the VAD, and judge
+        overlaps; returns STOP (no later strategy sees it) for a VAD speech start and for an
+        overlap's transcript."""
         if isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
@@ -298,5 +317,6 @@ class BargeInStartStrategy(BaseUserTurnStartStrategy):
         self._timeout = None
 
     async def cleanup(self):
+        """Cancel the pending resume timeout."""
         await super().cleanup()
         await self._end_overlap()

@@ -30,6 +30,7 @@ class TurnLabeller:
 
     @property
     def enabled(self) -> bool:
+        """Whether speaker labelling is on (the tracker's settings)."""
         return self.tracker.settings.enabled
 
     def prepare(self, audio: bytes, seconds: float) -> None:

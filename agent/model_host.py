@@ -234,6 +234,7 @@ class ModelHost:
 
     @property
     def loaded(self) -> bool:
+        """Whether `load()` has succeeded and `close()` has not been called since."""
         return self._local is not None or self._pool is not None
 
     def load(self) -> None:
@@ -312,6 +313,8 @@ class ModelHost:
         return [] if pool is None else list(pool.executor._processes)
 
     def close(self) -> None:
+        """Shut the model processes down (waiting for them) or drop the in-process models;
+        `load()` may be called again."""
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)

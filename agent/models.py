@@ -41,6 +41,15 @@ class ModelFileError(RuntimeError):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelPaths:
+    """The embedded models' files, as `resolve()` finds them.
+
+    Attributes:
+        whisper_dir: faster-whisper's (CTranslate2) Whisper model directory.
+        piper_voice: The Piper voice's .onnx file (its .onnx.json beside it).
+        smart_turn: The Smart Turn v3 ONNX file.
+        silero_vad: The Silero VAD ONNX file.
+    """
+
     whisper_dir: Path
     piper_voice: Path
     smart_turn: Path
@@ -48,6 +57,7 @@ class ModelPaths:
 
 
 def sha256_file(path: Path) -> str:
+    """The hex SHA-256 digest of the file at `path`."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

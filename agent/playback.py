@@ -48,6 +48,8 @@ class SpeechPiece:
         return self.text_start + int((self.text_end - self.text_start) * share)
 
     def offset_of(self, chars: int) -> int:
+        """Byte offset in the audio where planned-text position `chars` is said (by proportion),
+        moved back `RESUME_BACKUP_S` and to a sample boundary; never negative."""
         share = (chars - self.text_start) / max(self.text_end - self.text_start, 1)
         backup = int(RESUME_BACKUP_S * self.sample_rate) * 2
         return max(0, int(len(self.audio) * share) // 2 * 2 - backup)
@@ -55,6 +57,8 @@ class SpeechPiece:
 
 @dataclass(kw_only=True)
 class PushedSegment:
+    """A stretch pushed to the line: `length` bytes of piece `piece` from `offset`."""
+
     piece: int
     offset: int  # bytes into the piece's audio where this pushed segment starts
     length: int
@@ -88,6 +92,7 @@ class AgentTurn:
 
     @property
     def planned_text(self) -> str:
+        """Everything the turn planned to say: its text deltas joined by spaces."""
         return " ".join(self.planned)
 
     @property

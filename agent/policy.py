@@ -12,6 +12,9 @@ from callwright.agent.context import CallContext
 
 @dataclass(frozen=True, kw_only=True)
 class Reply:
+    """What the policy says for one turn (`text`), and what happens once it is heard
+    (`end_call` hangs up)."""
+
     text: str
     end_call: bool = False
     transfer_to: str | None = None  # hand the call to this number once `text` is heard
@@ -24,9 +27,17 @@ class Reply:
 
 
 class ReplyPolicy(Protocol):
-    async def opening(self) -> Reply: ...
+    """What the embedded cascade asks for a call's replies (a flow, or `Receptionist`).
 
-    async def reply(self, caller_text: str) -> Reply: ...
+    Besides `opening` and `reply`, a policy may define `dtmf`, `silence` and
+    `answered_by` (see the comment below); a turn it has no method for goes unanswered.
+    """
+
+    async def opening(self) -> Reply:
+        """The agent's first words when the call connects."""
+
+    async def reply(self, caller_text: str) -> Reply:
+        """The answer to `caller_text`, the caller's transcribed turn."""
 
     # Optional: `async def dtmf(self, digits: str) -> Reply`, the answer to keys the caller
     # pressed (a turn of digits, gathered by pipecat's DTMFAggregator);
@@ -61,6 +72,7 @@ class Receptionist:
         self._awaiting_name = False
 
     async def opening(self) -> Reply:
+        """Greet the caller, by name when the call's context knows it."""
         if self._name:
             return Reply(
                 text=f"Welcome back, {self._name}! You've reached {self._business}. "
@@ -69,6 +81,8 @@ class Receptionist:
         return Reply(text=f"Hello, you've reached {self._business}. How can I help you today?")
 
     async def reply(self, caller_text: str) -> Reply:
+        """Say goodbye (ending the call), give the opening hours, or take a booking request,
+        asking for a name if it has none and remembering both; anything else gets the choices."""
         text = caller_text.strip()
         if _GOODBYE.search(text):
             return Reply(text="Thank you for calling. Goodbye!", end_call=True)

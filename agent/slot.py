@@ -118,6 +118,9 @@ class AudioLLMSlot(FrameProcessor):
         return int((t - self._t0) * 1000)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Gather the caller's audio into turns, start and stop agent turns on pipecat's turn,
+        interruption, DTMF and answering-machine frames, pause and resume on the barge-in
+        strategy's, and pass the rest on."""
         await super().process_frame(frame, direction)
         audio = self._audio
         if isinstance(frame, StartFrame):
@@ -277,9 +280,7 @@ class AudioLLMSlot(FrameProcessor):
                     await self._after_speech(turn, event)
                     break
                 last = now
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # not CancelledError (a BaseException): a stop is not a failure
             logger.exception(f"{self}: the audio LLM failed mid-turn")
             await self._fail_over(turn)
         turn.generated = True
@@ -308,9 +309,8 @@ class AudioLLMSlot(FrameProcessor):
 
     async def _fail_over(self, turn: AgentTurn) -> None:
         """The model failed: apologise, then end the call or transfer it."""
-        if self._fallback is None:
+        if (fallback := self._fallback) is None:
             return
-        fallback = self._fallback
         turn.planned.append(fallback.text)
         chunk = AudioChunk(audio=fallback.audio, sample_rate=fallback.sample_rate)
         await self._playout.play(turn, chunk, time.monotonic())
@@ -437,6 +437,7 @@ class AudioLLMSlot(FrameProcessor):
             self._silence_timer = None
 
     async def cleanup(self) -> None:
+        """Cancel the turn in progress and the timers, then close the session."""
         await super().cleanup()
         if self._task and not self._task.done():
             # A call dropped while starting is cancelled before its CancelFrame reaches

@@ -28,6 +28,11 @@ EMBED_RATE = 16_000
 
 @dataclass(frozen=True, kw_only=True)
 class SpeakerSettings:
+    """How a call's voices are labelled, and when a voice goes unanswered.
+
+    `enabled` turns labelling on; at most `max_speakers` voices are told apart.
+    """
+
     enabled: bool = True
     enrol_s: float = 2.0  # speech that builds the main caller's voice print
     min_s: float = 0.6  # shorter stretches keep the last speaker's label
@@ -86,6 +91,8 @@ def _embedding(encoder, wav: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class VoicePrint:
+    """A stretch of speech's voice: its speaker embedding and median pitch."""
+
     embedding: np.ndarray  # unit length
     pitch_hz: float  # median pitch of the voiced frames; nan when none
 
@@ -149,9 +156,12 @@ class SpeakerTracker:
 
     @property
     def enrolled(self) -> bool:
+        """Whether the first voice heard has `enrol_s` of speech; until then no new voice is
+        enrolled."""
         return bool(self._voices) and self._voices[0].seconds >= self.settings.enrol_s
 
     def labels(self) -> list[str]:
+        """The labels of the voices heard so far, the first heard first."""
         return [v.label for v in self._voices]
 
     def set_main(self, label: str) -> None:
@@ -162,6 +172,12 @@ class SpeakerTracker:
         self.main = label
 
     def similarity(self, voice_print: VoicePrint, label: str) -> float:
+        """Cosine similarity of the print to `label`'s voice, less a penalty for a pitch beyond
+        `pitch_tolerance_st` from the voice's.
+
+        Raises:
+            StopIteration: No voice has that label.
+        """
         return self._score(voice_print, next(v for v in self._voices if v.label == label))
 
     def _score(self, voice_print: VoicePrint, voice: _Voice) -> float:

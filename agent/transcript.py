@@ -58,11 +58,14 @@ class TranscribingSession(SessionWrapper):
         self._transcript = EarlyTranscript(transcribe)
 
     async def prepare(self, audio: bytes) -> str | None:
+        """Start transcribing `audio` and let `inner` prepare it; returns the transcript."""
         transcript = self._transcript.start(audio)
         await self.inner.prepare(audio)
         return await asyncio.shield(transcript)
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Pass on `inner`'s events, adding the caller's `CallerText` once the transcript is
+        ready, and no later than `EndOfTurn`; turns without audio pass through."""
         if request.audio is None:
             async for event in self.inner.respond(request):
                 yield event

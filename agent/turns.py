@@ -50,6 +50,8 @@ SHORT_WORDS = 3  # transcripts shorter than this need more silence before they e
 
 
 def sounds_finished(text: str) -> bool:
+    """Whether a transcript plainly ends a sentence: it ends in `.`, `?` or `!`, its last
+    word is no connective, filler or number, and its last four words hold under two digits."""
     words = re.findall(r"[a-z0-9']+", text.lower())
     if not words or not _SENTENCE_END.search(text.strip()):
         return False
@@ -121,6 +123,9 @@ class TranscriptAwareTurnStopStrategy(TurnAnalyzerUserTurnStopStrategy):
         await self._maybe_trigger_user_turn_stopped()
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        """Note the transcript heard in this silence and let Smart Turn's strategy take the frame;
+        a transcript heard in silence that sounds finished marks the turn complete, closing it
+        after `short_wait_s` (short ones) or `finished_wait_s`."""
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self._silence_text = None
         elif isinstance(frame, TranscriptionFrame) and self._vad_stopped:

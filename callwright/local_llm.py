@@ -106,9 +106,11 @@ class LlamaServer:
 
     @property
     def base_url(self) -> str:
+        """The server's OpenAI-compatible API root: `http://127.0.0.1:<port>/v1`."""
         return f"http://{self.host}:{self.port}/v1"
 
     def command(self) -> list[str]:
+        """The command line that starts the server, with this Python's `llama_cpp.server`."""
         command = [
             sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
             "--model_alias", self.alias, "--host", self.host, "--port", str(self.port),

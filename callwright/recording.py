@@ -30,6 +30,7 @@ class WavStreamWriter:
         self._thread.start()
 
     def write(self, pcm: bytes) -> None:
+        """Queue PCM (interleaved 16-bit frames) to append; returns at once. Not after `close()`."""
         self._queue.put(pcm)
 
     def close(self) -> None:
@@ -37,6 +38,7 @@ class WavStreamWriter:
         self._queue.put(None)
 
     def join(self, timeout: float | None = None) -> None:
+        """Wait for the writer thread to finish (after `close()`), or for `timeout` seconds."""
         self._thread.join(timeout)
 
     def _run(self) -> None:

@@ -246,6 +246,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def audio_llm_worker_urls(self) -> list[str]:
+        """`audio_llm_workers` as a list of URLs, blanks left out."""
         return [url.strip() for url in self.audio_llm_workers.split(",") if url.strip()]
 
     flows_dir: Path = Field(
@@ -285,6 +286,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def base_url(self) -> str:
+        """Our base URL, no trailing slash: `public_url`, else `http://HOST:PORT`."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @cached_property
@@ -296,6 +298,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL: `database_url` (postgres: asyncpg), else SQLite in data_dir."""
         if self.database_url:
             return async_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'callwright.db').resolve()}"
@@ -329,4 +332,5 @@ class Settings(BaseSettings):
 
     @cached_property
     def twilio_sid(self) -> str:
+        """The Twilio account SID: `twilio_account_sid`, else a placeholder (AC and 32 zeros)."""
         return self.twilio_account_sid or "AC" + "0" * 32

@@ -19,6 +19,17 @@ from loguru import logger
 
 
 class LoopWatchdog:
+    """Measures how late the event loop runs, and logs where it is stuck when it stalls.
+
+    Args:
+        period_s: The heartbeat's interval.
+        warn_after_s: Lateness that counts as a stall: logged, counted in `stalls`, and
+            the loop thread's stack logged once per stall.
+
+    Attributes:
+        worst_lag_ms: The most a heartbeat has been late so far.
+    """
+
     def __init__(self, *, period_s: float = 0.02, warn_after_s: float = 0.1):
         self._period = period_s
         self._warn_after = warn_after_s
@@ -32,12 +43,14 @@ class LoopWatchdog:
         self.stalls = 0  # heartbeats later than warn_after_s
 
     def start(self) -> None:
+        """Start the heartbeat task and the watching thread; call once, on the loop to watch."""
         self._loop_thread = threading.get_ident()
         self._beat = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._heartbeat())
         self._thread.start()
 
     async def stop(self) -> None:
+        """Stop the heartbeat task and the watching thread, without waiting for them."""
         self._stop.set()
         if self._task:
             self._task.cancel()

@@ -24,12 +24,18 @@ class CallerProfile:
 
 
 class CallerStore:
+    """Callers by their E.164 number: recognised at call start, and read back with their profile.
+
+    Numbers given without a country code are read as in `default_region`.
+    """
+
     def __init__(self, engine: AsyncEngine, *, default_region: str = "US"):
         self._engine = engine
         self._sessions = sessionmaker(engine)
         self.default_region = default_region
 
     def normalise(self, number: str | None) -> str | None:
+        """`number` as E.164, or None when it is not a number a caller can be known by."""
         return to_e164(number, default_region=self.default_region)
 
     async def recognise(self, call_id: int) -> tuple[int, str] | None:
@@ -62,10 +68,17 @@ class CallerStore:
             return caller_id, number
 
     async def update_profile(self, caller_id: int, **fields: str) -> None:
+        """Set columns of a caller's row (`name`, `language`); an unknown id changes nothing."""
         async with self._sessions.begin() as session:
             await session.execute(update(Caller).where(Caller.id == caller_id).values(**fields))
 
     async def profile(self, number: str) -> CallerProfile | None:
+        """A caller by number, in any format, with all they left; None when never seen.
+
+        Returns:
+            The caller, their call ids (newest first), the summary of their latest summarised
+            call, and all their memories (in the order stored, expired ones too).
+        """
         e164 = self.normalise(number)
         if e164 is None:
             return None

@@ -53,6 +53,7 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
+    """Sessions on `engine` whose objects stay readable after commit (`expire_on_commit=False`)."""
     return async_sessionmaker(engine, expire_on_commit=False)
 
 

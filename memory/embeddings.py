@@ -65,8 +65,10 @@ async def encode(texts: list[str]) -> np.ndarray:
 
 
 def to_bytes(vector: np.ndarray) -> bytes:
+    """A vector as raw float32 bytes, as `Memory.embedding` stores it."""
     return np.asarray(vector, dtype=np.float32).tobytes()
 
 
 def from_bytes(blob: bytes) -> np.ndarray:
+    """The float32 vector stored by `to_bytes`: a read-only view of `blob`."""
     return np.frombuffer(blob, dtype=np.float32)

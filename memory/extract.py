@@ -22,6 +22,14 @@ _QUOTE_CHARS = 160
 
 @dataclass(frozen=True, kw_only=True)
 class ExtractedFact:
+    """A memory the extractor proposes.
+
+    Attributes:
+        kind: A memory kind (`settings.KINDS`).
+        text: What is remembered, readable on its own.
+        value: The same as a JSON object, when there is one (a slot: `{name: value}`).
+    """
+
     kind: str
     text: str
     value: dict[str, Any] | None = None
@@ -29,18 +37,32 @@ class ExtractedFact:
 
 @dataclass(frozen=True, kw_only=True)
 class Extraction:
+    """What extraction found in a call: a summary (None when there was nothing) and facts."""
+
     summary: str | None
     facts: tuple[ExtractedFact, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SpokenTurn:
+    """A turn as the extractor reads it: who spoke, and what they said."""
+
     speaker: str  # "caller" | "agent"
     text: str
 
 
 class DeterministicExtractor:
+    """Summary and facts of a call by fixed rules, without a language model."""
+
     def extract(self, *, turns: list[SpokenTurn], slots: dict[str, Any] | None) -> Extraction:
+        """Summarise a call from its turns and its flow's slots.
+
+        The summary quotes the caller's first turn that is more than small talk, lists the
+        filled slots, and the agent's promises ("we will ..."). Empty slots are left out.
+
+        Returns:
+            The summary (None when nothing was found), and one `fact` per filled slot.
+        """
         slots = {k: v for k, v in (slots or {}).items() if v not in (None, "", [], {})}
         asked = [t.text.strip() for t in turns
                  if t.speaker == "caller" and t.text.strip() and not _SMALL_TALK.match(t.text)]

@@ -27,6 +27,11 @@ END_OF_CALL_WAIT_S = 10.0
 
 
 class CallMemory:
+    """Long-term memory's part in every call: recall at its start, remember, summarise at its end.
+
+    Call `start()` before the first call and `close()` at shutdown.
+    """
+
     def __init__(self, *, engine: AsyncEngine, turns: TurnWriter, settings: MemorySettings):
         self.settings = settings
         self.redactor = Redactor(region=settings.default_region) if settings.redact else None
@@ -40,6 +45,7 @@ class CallMemory:
         self._ending: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        """Load the embedding model, embed the default recall goal and start the memory writer."""
         await embeddings.load()
         await self.recall.goal_vector(self.settings.recall_goal)
         self.writer.start()
@@ -50,6 +56,10 @@ class CallMemory:
             await asyncio.wait(set(self._ending), timeout=timeout)
 
     async def close(self) -> None:
+        """Wait for the end-of-call work of ended calls, then store what is buffered and stop.
+
+        Bounded: up to 15 s for the calls' work, then 5 s for the memory writer.
+        """
         await self.settle()
         await self.writer.close()
 

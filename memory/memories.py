@@ -22,6 +22,22 @@ PROFILE_FIELDS = ("name", "language")
 
 @dataclass(frozen=True, kw_only=True)
 class NewMemory:
+    """A memory to store, checked when it is made.
+
+    Attributes:
+        kind: One of `KINDS`.
+        text: What is remembered; recall embeds and shows it. Not blank.
+        value: The same as a JSON object, if any; a fact's `name` or `language` also
+            updates the caller's profile when stored.
+        source_call_id: The call it was learnt in.
+        source_turn_id: The turn it was learnt from.
+        confidence: How sure it is, from 0 to 1.
+
+    Raises:
+        ValueError: An unknown kind, blank text, a confidence outside 0..1, or a value that
+            is not a dict.
+    """
+
     caller_id: int
     kind: str
     text: str
@@ -42,6 +58,11 @@ class NewMemory:
 
 
 class MemoryStore:
+    """Stores memories: redacted (with a redactor), embedded, given their kind's expiry.
+
+    A fact whose value holds a `name` or `language` also updates the caller's profile.
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,

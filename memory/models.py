@@ -20,10 +20,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
+    """The time now, in UTC and timezone-aware: the default of the timestamp columns."""
     return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
+    """The declarative base of every table, the admin site's too: one metadata for migrations."""
+
     pass
 
 

@@ -17,6 +17,8 @@ from callwright.memory.models import Call, Caller, Memory, utcnow
 
 @dataclass(frozen=True, kw_only=True)
 class RecalledMemory:
+    """A memory as recall hands it to a call, with its score."""
+
     kind: str
     text: str
     value: dict[str, Any] | None

@@ -27,6 +27,7 @@ class TurnRecorder(FrameProcessor):
         self._seq = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Stores caller and agent turn frames (which go no further) and passes other frames on."""
         await super().process_frame(frame, direction)
         if isinstance(frame, CallerTurnFrame):
             self._store(speaker="caller", text=frame.text, start_ms=frame.start_ms,

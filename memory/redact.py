@@ -72,6 +72,13 @@ class Redactor:
         self._region = region
 
     def text(self, text: str) -> str:
+        """`text` with emails, Luhn-valid card numbers and phone numbers replaced.
+
+        They become `EMAIL`, `CARD` and `PHONE` ("[email]", "[card number]", "[phone number]").
+
+        Spoken digit runs are turned into digits first, and stay digits in the result even
+        when nothing in them is redacted.
+        """
         text = spoken_digits_to_digits(text)
         text = _EMAIL.sub(EMAIL, text)
         text = _SPOKEN_EMAIL.sub(EMAIL, text)

@@ -22,11 +22,14 @@ class RetentionDays(BaseModel):
     commitment: int | None = Field(180, ge=1)
 
     def of(self, kind: str) -> timedelta | None:
+        """How long memories of `kind` (one of `KINDS`) are kept; None keeps them until erased."""
         days = getattr(self, kind)
         return None if days is None else timedelta(days=days)
 
 
 class MemorySettings(BaseSettings):
+    """Long-term memory's settings, from `MEMORY_*` environment variables or `.env`."""
+
     model_config = SettingsConfigDict(
         env_prefix="MEMORY_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )

@@ -35,6 +35,8 @@ class TurnRecord:
 
 
 class CallStore:
+    """Reads and writes of calls, their turns and API tokens, each in a session of its own."""
+
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
         self._sessions = sessionmaker(engine)
@@ -53,6 +55,11 @@ class CallStore:
         flow_name: str | None = None,
         variables: dict | None = None,
     ) -> int:
+        """Store a new call; its id.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: A call with this `call_sid` is stored already.
+        """
         async with self._sessions.begin() as session:
             call = Call(
                 call_sid=call_sid,
@@ -91,6 +98,10 @@ class CallStore:
             return result.scalar_one_or_none()
 
     async def finish_call(self, call_id: int, *, status: str, reason: str) -> None:
+        """Store how and when a call ended (`reason` cut to 64 characters).
+
+        A call that has ended already keeps its first ending.
+        """
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Call)
@@ -111,9 +122,11 @@ class CallStore:
             )
 
     async def set_recording(self, call_id: int, relative_path: str) -> None:
+        """Store where the call's recording is, relative to the data dir."""
         await self.update_call(call_id, recording_path=relative_path)
 
     async def update_call(self, call_id: int, **values) -> None:
+        """Set columns of a call's row; `values` must name `Call` columns."""
         async with self._sessions.begin() as session:
             await session.execute(update(Call).where(Call.id == call_id).values(**values))
 
@@ -137,6 +150,7 @@ class CallStore:
         return existing.id
 
     async def call_by_sid(self, call_sid: str) -> Call | None:
+        """The call with this call SID (its turns not loaded), or None."""
         async with self._sessions() as session:
             return await session.scalar(select(Call).where(Call.call_sid == call_sid))
 
@@ -152,12 +166,14 @@ class CallStore:
             return result.rowcount or 0
 
     async def add_turns(self, records: list[TurnRecord]) -> None:
+        """Store finished turns, all in one transaction (the sink of `TurnWriter`)."""
         async with self._sessions.begin() as session:
             session.add_all(Turn(**vars(record)) for record in records)
 
     async def list_calls(
         self, *, limit: int = 50, offset: int = 0, call_sid: str | None = None
     ) -> list[Call]:
+        """Calls, newest first, a page at a time, turns not loaded; with `call_sid`, only it."""
         query = select(Call).order_by(Call.created_at.desc(), Call.id.desc())
         if call_sid:
             query = query.where(Call.call_sid == call_sid)
@@ -165,16 +181,19 @@ class CallStore:
             return list((await session.scalars(query.limit(limit).offset(offset))).all())
 
     async def get_call(self, call_id: int) -> Call | None:
+        """A call with its turns loaded, in `seq` order, or None."""
         async with self._sessions() as session:
             return await session.get(Call, call_id, options=[selectinload(Call.turns)])
 
     async def create_api_token(self, name: str) -> str:
+        """Make a bearer token for the JSON API; returns it once, as only its sha256 is stored."""
         token = "cw_" + secrets.token_urlsafe(32)
         async with self._sessions.begin() as session:
             session.add(ApiToken(name=name, token_sha256=_sha256(token)))
         return token
 
     async def api_token_valid(self, token: str) -> bool:
+        """Whether `token` is one of the stored API tokens."""
         async with self._sessions() as session:
             found = await session.scalar(
                 select(ApiToken.id).where(ApiToken.token_sha256 == _sha256(token))

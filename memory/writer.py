@@ -41,9 +41,11 @@ class OrderedWriter(Generic[T]):
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        """Start the background task that stores what is written; once, in the running loop."""
         self._task = asyncio.create_task(self._run(), name=f"{self.what}-writer")
 
     def write(self, record: T) -> None:
+        """Buffer a record to be stored, without waiting; a full buffer drops its oldest."""
         if len(self._buffer) >= self._max:
             self._buffer.popleft()  # logged without its content: it may be personal data
             logger.error(f"{self.what} buffer full: dropped the oldest")
@@ -60,6 +62,10 @@ class OrderedWriter(Generic[T]):
             return False
 
     async def close(self, timeout: float = 5.0) -> None:
+        """Wait up to `timeout` seconds for the buffer to be stored, then stop the task.
+
+        Records still buffered then are not stored; the log says how many.
+        """
         if not await self.flush(timeout):
             logger.error(f"{len(self._buffer)} {self.what} not stored at shutdown")
         if self._task:

@@ -52,6 +52,12 @@ class CallEventsObserver(BaseObserver):
             self._emit("caller-speech", active=active)
 
     async def on_push_frame(self, data: FramePushed) -> None:
+        """Turns one pushed frame into events, and notes speech in `last_activity`.
+
+        Emits `caller-speech` when the VAD's view changes, `state` (listening, thinking,
+        speaking), `latency` at the agent's first audio after the caller stopped speaking,
+        and `turn` for each finished caller or agent turn.
+        """
         frame = data.frame
         if isinstance(
             frame,

@@ -11,6 +11,8 @@ from pipecat.transports.base_transport import BaseTransport
 
 
 class CallHandler(Protocol):
+    """Runs a connected call's conversation; what every transport hands its calls to."""
+
     async def run_call(
         self,
         *,

@@ -23,11 +23,20 @@ class Lines:
 
     @property
     def in_use(self) -> int:
+        """Calls counted now: running pipelines plus answered calls whose stream is still due.
+
+        Answers older than `pending_ttl_s` are forgotten here.
+        """
         now = time.monotonic()
         self._pending = {sid: until for sid, until in self._pending.items() if until > now}
         return self._active() + len(self._pending)
 
     def admit(self, call_sid: str) -> bool:
+        """Take a newly answered call if a line is free; False when all are in use or draining.
+
+        An admitted call holds its line for `pending_ttl_s`, or until `connected()` hands it
+        to the pipeline count; call `connected()` too when no stream will come.
+        """
         if self.draining or self.in_use >= self.max_calls:
             return False
         self._pending[call_sid] = time.monotonic() + self._pending_ttl_s
@@ -38,7 +47,13 @@ class Lines:
         self._pending.pop(call_sid, None)
 
     def drain(self) -> None:
+        """Stop admitting calls (graceful shutdown); calls already admitted go on."""
         self.draining = True
 
     def cut_off(self) -> None:
+        """Note that the drain's bound has passed and the calls still running are being cut off.
+
+        Only sets `cutting_off`: the Twilio stream handler then stores the calls that end as
+        interrupted (server-stopped).
+        """
         self.cutting_off = True

@@ -34,6 +34,16 @@ def split_sentences(text: str) -> list[str]:
 
 
 class EmbeddedCascade(AudioLLM):
+    """The embedded CPU backend: Whisper hears, a `ReplyPolicy` answers, Piper speaks.
+
+    The models run in the model host, shared by every call; each call gets its own policy.
+
+    Args:
+        host: The model host that runs Whisper and Piper; `load()` loads it.
+        policy_factory: Called as `policy_factory(context=...)` with the call's
+            `CallContext` to make each call's reply policy.
+    """
+
     name = "embedded"
     capabilities = Capabilities(caller_text=True, truncation=True)
 
@@ -43,6 +53,7 @@ class EmbeddedCascade(AudioLLM):
         self._policy_factory = policy_factory
 
     async def load(self) -> None:
+        """Load the model host's models, off the event loop."""
         await asyncio.to_thread(self._host.load)
 
     async def open_session(self, *, policy: ReplyPolicy | None = None) -> AudioLLMSession:
@@ -55,13 +66,18 @@ class EmbeddedCascade(AudioLLM):
         )
 
     def transcribe(self, audio16k: bytes) -> str:
+        """The words in one caller turn (16 kHz int16 mono), from the model host; blocking."""
         return self._host.transcribe(audio16k)
 
     def synthesize(self, text: str) -> tuple[bytes, int]:
+        """Piper's int16 mono audio for `text` and its sample rate (model host); blocking."""
         return self._host.synthesize(text)
 
 
 class CascadeSession(AudioLLMSession):
+    """One call on the embedded cascade: transcribes each turn, asks the call's reply policy,
+    and speaks the reply sentence by sentence."""
+
     def __init__(self, *, backend: EmbeddedCascade, policy: ReplyPolicy):
         self._backend = backend
         self._policy = policy
@@ -69,9 +85,17 @@ class CascadeSession(AudioLLMSession):
         self._transcript = EarlyTranscript(backend.transcribe)
 
     async def prepare(self, audio: bytes) -> str | None:
+        """Start transcribing `audio`; returns its transcript, which `respond()` reuses for the
+        same audio."""
         return await asyncio.shield(self._transcript.start(audio))
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Answer one turn through the reply policy and speak the reply sentence by sentence.
+
+        The policy gets the opening (no audio), the caller's transcribed words, or keys,
+        silence or a machine; a turn of those that the policy has no method for, like a turn
+        with no words, ends with a bare `EndOfTurn`.
+        """
         self._cancelled = False
         if request.dtmf or request.silence or request.answered_by:
             if request.dtmf:
@@ -126,4 +150,5 @@ class CascadeSession(AudioLLMSession):
         return None if answer is None else await answer(*args)
 
     async def cancel(self) -> None:
+        """Mark the turn cancelled: `respond()` yields nothing more and drops pending synthesis."""
         self._cancelled = True

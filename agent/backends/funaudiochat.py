@@ -97,6 +97,11 @@ class FunAudioChatPaths:
 
     @classmethod
     def checked(cls, **paths: Path | None) -> FunAudioChatPaths:
+        """The paths, once every one is given and exists.
+
+        Raises:
+            FileNotFoundError: Naming each path that is None or missing.
+        """
         missing = [f"{k} ({p})" for k, p in paths.items() if p is None or not Path(p).exists()]
         if missing:
             raise FileNotFoundError("Fun-Audio-Chat needs these local paths: " + ", ".join(missing))
@@ -216,6 +221,11 @@ class FunAudioChatBackend(AudioLLM):
         self._session: FunAudioChatSession | None = None
 
     async def load(self) -> None:
+        """Load Fun-Audio-Chat and, unless a vocoder was given, CosyVoice3, off the event loop.
+
+        Raises:
+            RuntimeError: The `funaudiochat` package does not import from `paths.source_dir`.
+        """
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
@@ -251,6 +261,12 @@ class FunAudioChatBackend(AudioLLM):
         logger.info(f"Fun-Audio-Chat ready in {time.perf_counter() - started:.1f}s")
 
     async def open_session(self) -> AudioLLMSession:
+        """The one conversation this instance serves.
+
+        Raises:
+            RuntimeError: `load()` was not awaited.
+            BackendBusy: A session is open already (until it is closed).
+        """
         if self.model is None:
             raise RuntimeError("FunAudioChatBackend.load() was not awaited")
         if self._session is not None:  # per-call state lives on the model: one at a time
@@ -259,10 +275,16 @@ class FunAudioChatBackend(AudioLLM):
         return self._session
 
     def release(self, session: FunAudioChatSession) -> None:
+        """Free the instance for a new session if `session` is the one it serves (its `close()`)."""
         if self._session is session:
             self._session = None
 
     def build_inputs(self, request: TurnRequest, history: BoundedHistory) -> dict:
+        """The processor's tensors for one turn, on the model's device; blocking.
+
+        The prompt is the S2M system prompt (plus instructions and tool schemas), the
+        history's caller clips and replies, then this turn's clip (or the opening prompt).
+        """
         clip = "<|audio_bos|><|AUDIO|><|audio_eos|>"
         system = S2M_PROMPT + (f"\n\n{request.instructions}" if request.instructions else "")
         conversation = [{"role": "system", "content": system + tools_prompt(request.tools)}]
@@ -334,6 +356,8 @@ class FunAudioChatSession(AudioLLMSession):
         self._cancelled = False
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Generate one turn, streaming whole-word text and audio vocoded as the speech codes
+        arrive, then its tool calls; the turn joins the history unless cancelled."""
         backend = self._backend
         self._cancelled = False
         inputs = await asyncio.to_thread(backend.build_inputs, request, self._history)
@@ -355,6 +379,7 @@ class FunAudioChatSession(AudioLLMSession):
         yield EndOfTurn()
 
     async def cancel(self) -> None:
+        """Stop generation after the step in progress and wait for the thread to leave it."""
         self._cancelled = True
         if self._cancel is not None:
             self._cancel.set()
@@ -362,8 +387,10 @@ class FunAudioChatSession(AudioLLMSession):
             await self._thread.join()  # generate() stops after the step in progress
 
     async def truncate(self, heard_text: str) -> None:
+        """Keep only `heard_text` as the last reply in the history."""
         self._history.truncate_last(heard_text)
 
     async def close(self) -> None:
+        """Cancel any turn and free the instance for the next session."""
         await self.cancel()
         self._backend.release(self)

@@ -58,6 +58,18 @@ def audio_token_count(valid_mel_frames: int) -> int:
 
 
 class QwenOmniBackend(AudioLLM):
+    """Qwen2.5-Omni from a local checkpoint; one conversation at a time.
+
+    Args:
+        model_path: The checkpoint directory (config.json, weights, spk_dict.pt).
+        device: Torch device for the model.
+        dtype: A torch dtype name for the weights, or "auto".
+        speaker: The voice, a key of the checkpoint's speaker map; by default its first.
+        max_text_tokens: Bound on the thinker's tokens per reply.
+        max_speech_codes: Bound on the talker's codes per reply.
+        history_turns: Past exchanges re-sent each turn.
+    """
+
     name = "qwen-omni"
     capabilities = Capabilities(live_instructions=True, truncation=True)
 
@@ -86,6 +98,12 @@ class QwenOmniBackend(AudioLLM):
         self.cancel: CancelCriterion | None = None  # the turn in progress
 
     async def load(self) -> None:
+        """Load the model, tokenizer and feature extractor off the event loop, and hook the
+        turn's cancel into the talker and token2wav.
+
+        Raises:
+            FileNotFoundError: No config.json at `model_path`, or no speakers for audio output.
+        """
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
@@ -124,6 +142,12 @@ class QwenOmniBackend(AudioLLM):
             self.cancel.check()
 
     async def open_session(self) -> AudioLLMSession:
+        """The one conversation this instance serves.
+
+        Raises:
+            RuntimeError: `load()` was not awaited.
+            BackendBusy: A session is open already (until it is closed).
+        """
         if self.model is None:
             raise RuntimeError("QwenOmniBackend.load() was not awaited")
         if self._session is not None:
@@ -132,6 +156,7 @@ class QwenOmniBackend(AudioLLM):
         return self._session
 
     def release(self, session: QwenOmniSession) -> None:
+        """Free the instance for a new session if `session` is the one it serves (its `close()`)."""
         if self._session is session:
             self._session = None
 
@@ -193,10 +218,13 @@ class QwenOmniBackend(AudioLLM):
         return wav.float().cpu().numpy().reshape(-1)
 
     async def close(self) -> None:
+        """Drop the reference to the model, so that it can be freed."""
         self.model = None
 
 
 class QwenOmniSession(AudioLLMSession):
+    """One conversation: its bounded history and the turn in progress."""
+
     def __init__(self, *, backend: QwenOmniBackend):
         self._backend = backend
         self._history = BoundedHistory(max_turns=backend.history_turns)
@@ -204,6 +232,8 @@ class QwenOmniSession(AudioLLMSession):
         self._thread: GenerationThread | None = None
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Generate one turn: text streams in whole words as the thinker writes it; the audio
+        follows once token2wav has rendered the whole reply, in 200 ms chunks."""
         backend = self._backend
         inputs = await asyncio.to_thread(backend.build_inputs, request, self._history)
         cancel = self._cancel = CancelCriterion()
@@ -234,14 +264,18 @@ class QwenOmniSession(AudioLLMSession):
             cancel.set()  # the consumer went away: stop generating for nobody
 
     async def cancel(self) -> None:
+        """Stop generation at its next decoding step or stage, and wait until the thread has
+        stopped."""
         if self._cancel is not None:
             self._cancel.set()
         if self._thread is not None:
             await self._thread.join()
 
     async def truncate(self, heard_text: str) -> None:
+        """Keep only `heard_text` as the last reply in the history."""
         self._history.truncate_last(heard_text)
 
     async def close(self) -> None:
+        """Cancel any turn and free the instance for the next session."""
         await self.cancel()
         self._backend.release(self)

@@ -24,11 +24,14 @@ _WORDS = (
 
 
 def tiny_vocab() -> dict[str, int]:
+    """The tiny word-level vocabulary: the special tokens, a few words, then `<unk>`."""
     tokens = _SPECIAL + _WORDS + ["<unk>"]
     return {token: i for i, token in enumerate(tokens)}
 
 
 def tiny_config():
+    """A `Qwen2_5OmniConfig` for a tiny random model (thinker, talker and token2wav) whose
+    token ids are those of `tiny_vocab()`."""
     from transformers import Qwen2_5OmniConfig
 
     vocab = tiny_vocab()
@@ -122,6 +125,8 @@ def speaker_map(config, *, seed: int = 0) -> dict:
 
 
 def tiny_tokenizer():
+    """A fast word-level tokenizer over `tiny_vocab()` (split on whitespace), with its special
+    tokens registered."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

@@ -28,6 +28,13 @@ LINES = ("Sure, we are open every day from nine to nine.", "Thank you for callin
 
 
 class ScriptedReplies(AudioLLM):
+    """A fixed script spoken from audio rendered once at load: the opening, then `LINES`,
+    whose last line (a goodbye) ends the call.
+
+    Args:
+        voice: The embedded cascade whose Piper voice renders the lines.
+    """
+
     name = "scripted"
     capabilities = Capabilities()
 
@@ -42,18 +49,24 @@ class ScriptedReplies(AudioLLM):
             self._audio[text] = AudioChunk(audio=audio, sample_rate=rate)
 
     def synthesize(self, text: str) -> tuple[bytes, int]:
+        """The voice's Piper audio for `text` and its sample rate; blocking."""
         return self._voice.synthesize(text)
 
     async def open_session(self) -> AudioLLMSession:
+        """A new `ScriptedSession` over the lines rendered by `load()`; never refused."""
         return ScriptedSession(self._audio)
 
 
 class ScriptedSession(AudioLLMSession):
+    """One call through the script: the opening, then the next line per turn."""
+
     def __init__(self, audio: dict[str, AudioChunk]):
         self._audio = audio
         self._lines = itertools.chain(LINES, itertools.repeat(LINES[-1]))
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """The opening for a turn without audio (the call's start, but keys or silence too), else
+        the next line, whatever was said; the last line ends the call."""
         # No CallerText: the call's transcriber reports the caller's words (no caller_text).
         text = OPENING if request.audio is None else next(self._lines)
         yield TextDelta(text=text)
@@ -61,4 +74,5 @@ class ScriptedSession(AudioLLMSession):
         yield EndOfTurn(end_call=text == LINES[-1])
 
     async def cancel(self) -> None:
+        """Nothing to stop: a turn yields its events without waiting."""
         pass

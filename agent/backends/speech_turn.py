@@ -33,6 +33,8 @@ TOOL_CALL_OPEN = "<tool_call>"
 
 @dataclass(kw_only=True)
 class SpeechTurnResult:
+    """What a streamed speech turn produced, filled in by `stream_speech_turn`."""
+
     text: str = ""  # everything the model said, tool calls removed
     codes: int = 0  # valid speech codes received
     tool_calls: list[ToolCall] = field(default_factory=list)

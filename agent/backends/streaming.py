@@ -32,13 +32,20 @@ class CancelCriterion(StoppingCriteria):
         self.steps_after_cancel = 0
 
     def set(self) -> None:
+        """Ask generation to stop; safe to call from any thread."""
         self._event.set()
 
     @property
     def is_set(self) -> bool:
+        """Whether `set()` was called."""
         return self._event.is_set()
 
     def check(self) -> None:
+        """Raise once set, for a stage that has no stopping hook.
+
+        Raises:
+            TurnCancelled: `set()` was called.
+        """
         if self._event.is_set():
             raise TurnCancelled
 
@@ -54,11 +61,15 @@ class CancelCriterion(StoppingCriteria):
 
 @dataclass(frozen=True)
 class TextTokens:
+    """The text token ids of one decoding step, one per sequence."""
+
     ids: list[int]
 
 
 @dataclass(frozen=True)
 class SpeechCodes:
+    """One group of speech codes from one decoding step (batch size 1)."""
+
     codes: list[int]  # one group (e.g. 5 codes = 200 ms for Fun-Audio-Chat)
 
 
@@ -74,6 +85,8 @@ class TokenStreamer(BaseStreamer):
         self._prompt_seen = False
 
     def put(self, value) -> None:
+        """Emit a step's tokens: a 1-D tensor as `TextTokens`, a 2-D one as `SpeechCodes`; the
+        first call, the prompt, is dropped."""
         if not self._prompt_seen:
             self._prompt_seen = True
             return
@@ -83,6 +96,7 @@ class TokenStreamer(BaseStreamer):
             self._emit(SpeechCodes(codes=[int(v) for v in value[0].reshape(-1)]))
 
     def end(self) -> None:
+        """Nothing to flush: every step was emitted by `put`."""
         pass
 
 
@@ -120,6 +134,11 @@ class GenerationThread:
             self._loop.call_soon_threadsafe(self._finished.set)
 
     async def events(self) -> AsyncIterator[object]:
+        """What the function emits, in order, until it returns or stops on `TurnCancelled`.
+
+        Raises:
+            BaseException: Whatever else the function raised, raised again here.
+        """
         while True:
             item = await self._queue.get()
             if item is _DONE:
@@ -147,6 +166,8 @@ class TextDecoder:
         self._text = ""
 
     def push(self, ids: list[int]) -> str:
+        """Add token ids; returns the text they added (markers stripped), or "" while the last
+        character is incomplete."""
         self._ids.extend(ids)
         text = self._decode(self._ids)
         for marker in self._strip:
@@ -158,6 +179,7 @@ class TextDecoder:
 
     @property
     def text(self) -> str:
+        """All the text decoded so far, markers stripped."""
         return self._text
 
 
@@ -168,6 +190,8 @@ class WordChunker:
         self._pending = ""
 
     def push(self, text: str) -> str:
+        """Add text; returns the whole words before its last space or newline, joined by single
+        spaces ("" when there is none yet)."""
         self._pending += text
         cut = max(self._pending.rfind(" "), self._pending.rfind("\n"))
         if cut < 0:
@@ -176,15 +200,18 @@ class WordChunker:
         return " ".join(ready.split())
 
     def flush(self) -> str:
+        """Release the rest (whitespace collapsed) and empty the buffer."""
         ready, self._pending = " ".join(self._pending.split()), ""
         return ready
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """Float samples, clipped to -1..1, as int16 PCM bytes."""
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
 
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    """int16 PCM bytes as float32 samples in [-1, 1)."""
     return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
 
 

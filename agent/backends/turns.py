@@ -21,6 +21,8 @@ def cap_input(pcm16k: bytes, *, max_s: float = MAX_INPUT_S) -> bytes:
 
 @dataclass(kw_only=True)
 class Exchange:
+    """One past exchange: the caller's audio (None for a turn without audio) and the reply."""
+
     caller_audio: bytes | None  # 16 kHz int16, capped
     agent_text: str
 
@@ -32,6 +34,7 @@ class BoundedHistory:
         self._turns: deque[Exchange] = deque(maxlen=max_turns)
 
     def add(self, *, caller_audio: bytes | None, agent_text: str) -> None:
+        """Append an exchange; the oldest beyond `max_turns` is dropped."""
         self._turns.append(Exchange(caller_audio=caller_audio, agent_text=agent_text))
 
     def truncate_last(self, heard_text: str) -> None:

@@ -108,6 +108,8 @@ class WorkerPool(AudioLLM):
         return dict(zip(self._urls, answers, strict=True))
 
     async def load(self) -> None:
+        """Ask every worker for its health and take the first healthy one's capabilities and
+        backend name; never raises (workers that do not answer are logged)."""
         healthy = []
         for url, health in (await self.health()).items():
             if isinstance(health, p.Health):
@@ -122,6 +124,12 @@ class WorkerPool(AudioLLM):
             self.name = f"workers:{healthy[0].backend}"
 
     async def open_session(self) -> AudioLLMSession:
+        """A session on the first worker that accepts one, trying each once, starting one further
+        along the list on every call.
+
+        Raises:
+            BackendBusy: Every worker refused or failed; the message gives each one's reason.
+        """
         start = next(self._next)
         refusals = []
         for i in range(len(self._urls)):
@@ -204,6 +212,11 @@ class WorkerSession(AudioLLMSession):
                     future.set_result(None)
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Send the turn to the worker and stream its events back up to `EndOfTurn`.
+
+        Only what `protocol.Turn` carries is sent. A worker lost mid-turn ends the turn with
+        `EndOfTurn(error=...)`; after `cancel()` nothing more is yielded.
+        """
         turn_id = self._turn_id = next(self._turn_ids)
         queue = self._queue = asyncio.Queue()
         try:
@@ -229,6 +242,8 @@ class WorkerSession(AudioLLMSession):
             self._queue = None
 
     async def cancel(self) -> None:
+        """Stop the turn: wake `respond()` at once, then send `Cancel` and wait up to
+        `CANCEL_TIMEOUT_S` for the worker's `Cancelled`."""
         turn_id = self._turn_id
         if not turn_id or turn_id in self._cancelled:
             return
@@ -248,11 +263,13 @@ class WorkerSession(AudioLLMSession):
             self._acks.pop(turn_id, None)
 
     async def truncate(self, heard_text: str) -> None:
+        """Send `Truncate` to the worker, unless the connection is lost."""
         if not self._lost:
             with contextlib.suppress(ConnectionClosed):
                 await self._ws.send(p.Truncate(heard_text=heard_text).model_dump_json())
 
     async def close(self) -> None:
+        """Close the connection and stop its reader."""
         await self._ws.close()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -72,6 +72,8 @@ class _Message(BaseModel):
 
 
 class CapabilitiesModel(_Message):
+    """`Capabilities` on the wire."""
+
     audio_output: bool = True
     live_instructions: bool = False
     tools: bool = False
@@ -80,13 +82,27 @@ class CapabilitiesModel(_Message):
 
     @classmethod
     def of(cls, caps: contract.Capabilities) -> CapabilitiesModel:
+        """The wire form of a backend's `Capabilities`."""
         return cls(**caps.__dict__)
 
     def to_contract(self) -> contract.Capabilities:
+        """Back to the contract's `Capabilities`."""
         return contract.Capabilities(**self.model_dump())
 
 
 class Health(_Message):
+    """The `GET /health` document.
+
+    Attributes:
+        status: "ok" once the backend has loaded, else "loading".
+        backend: The hosted backend's name.
+        protocol: The worker's protocol version.
+        busy: Whether every session slot is taken.
+        sessions: Sessions open now.
+        max_sessions: Sessions the worker serves at a time.
+        capabilities: The hosted backend's capabilities.
+    """
+
     status: Literal["ok", "loading"]
     backend: str
     protocol: int = PROTOCOL_VERSION
@@ -99,11 +115,16 @@ class Health(_Message):
 # Client to worker.
 
 class HistoryTurn(_Message):
+    """A past turn's role and text (its audio is not sent)."""
+
     role: Literal["caller", "agent"]
     text: str
 
 
 class Turn(_Message):
+    """Run a turn. Carries the audio, the history's text, the instructions and the tools; a
+    `TurnRequest`'s keys, silence, machine result and tool results are not sent."""
+
     type: Literal["turn"] = "turn"
     turn_id: int
     audio: Audio | None = None  # 16 kHz int16; None when the agent opens the call
@@ -113,6 +134,7 @@ class Turn(_Message):
 
     @classmethod
     def of(cls, turn_id: int, request: contract.TurnRequest) -> Turn:
+        """The wire form of `request` as turn `turn_id` (what a `Turn` can carry)."""
         return cls(
             turn_id=turn_id, audio=request.audio, instructions=request.instructions,
             history=[HistoryTurn(role=t.role, text=t.text) for t in request.history],
@@ -120,6 +142,7 @@ class Turn(_Message):
         )
 
     def to_request(self) -> contract.TurnRequest:
+        """The `TurnRequest` the worker's session answers."""
         return contract.TurnRequest(
             audio=self.audio, instructions=self.instructions, tools=tuple(self.tools),
             history=tuple(contract.ContextTurn(role=t.role, text=t.text) for t in self.history),
@@ -127,11 +150,15 @@ class Turn(_Message):
 
 
 class Cancel(_Message):
+    """Stop turn `turn_id`; the worker answers `Cancelled` once generation stopped."""
+
     type: Literal["cancel"] = "cancel"
     turn_id: int
 
 
 class Truncate(_Message):
+    """The caller heard only `heard_text` of the last reply."""
+
     type: Literal["truncate"] = "truncate"
     heard_text: str
 
@@ -143,6 +170,8 @@ client_message = TypeAdapter(ClientMessage)
 # Worker to client.
 
 class Ready(_Message):
+    """The worker's greeting on a new session: its backend, protocol and capabilities."""
+
     type: Literal["ready"] = "ready"
     backend: str
     protocol: int = PROTOCOL_VERSION
@@ -150,18 +179,24 @@ class Ready(_Message):
 
 
 class CallerTextMessage(_Message):
+    """`CallerText` of turn `turn_id`."""
+
     type: Literal["caller_text"] = "caller_text"
     turn_id: int
     text: str
 
 
 class TextDeltaMessage(_Message):
+    """`TextDelta` of turn `turn_id`."""
+
     type: Literal["text_delta"] = "text_delta"
     turn_id: int
     text: str
 
 
 class AudioChunkMessage(_Message):
+    """`AudioChunk` of turn `turn_id` (its `interruptible` and `interruptions` are not sent)."""
+
     type: Literal["audio_chunk"] = "audio_chunk"
     turn_id: int
     audio: Audio
@@ -169,6 +204,8 @@ class AudioChunkMessage(_Message):
 
 
 class ToolCallMessage(_Message):
+    """`ToolCall` of turn `turn_id`."""
+
     type: Literal["tool_call"] = "tool_call"
     turn_id: int
     call_id: str
@@ -177,6 +214,8 @@ class ToolCallMessage(_Message):
 
 
 class TurnEnd(_Message):
+    """`EndOfTurn` of turn `turn_id`: only its `end_call` and `error` are sent."""
+
     type: Literal["turn_end"] = "turn_end"
     turn_id: int
     end_call: bool = False
@@ -184,11 +223,15 @@ class TurnEnd(_Message):
 
 
 class Cancelled(_Message):
+    """Turn `turn_id` has stopped; nothing more comes for it."""
+
     type: Literal["cancelled"] = "cancelled"
     turn_id: int
 
 
 class ProtocolError(_Message):
+    """The worker refused a message (malformed, or a turn while one runs)."""
+
     type: Literal["error"] = "error"
     message: str
 
@@ -202,6 +245,11 @@ worker_message = TypeAdapter(WorkerMessage)
 
 
 def encode_event(turn_id: int, event: contract.Event) -> _Message:
+    """The wire message for an event of turn `turn_id`.
+
+    Raises:
+        TypeError: The event has no wire form (`ModelUsage`).
+    """
     match event:
         case contract.CallerText(text=text):
             return CallerTextMessage(turn_id=turn_id, text=text)
@@ -218,6 +266,11 @@ def encode_event(turn_id: int, event: contract.Event) -> _Message:
 
 
 def decode_event(message: _Message) -> contract.Event:
+    """The contract event a worker message carries.
+
+    Raises:
+        TypeError: The message is not an event (`Ready`, `Cancelled`, `ProtocolError`).
+    """
     match message:
         case CallerTextMessage(text=text):
             return contract.CallerText(text=text)

@@ -56,6 +56,7 @@ class ModelWorker:
         self._loaded = False
 
     def health(self) -> p.Health:
+        """The worker's `Health` now."""
         return p.Health(
             status="ok" if self._loaded else "loading", backend=self._backend.name,
             busy=self._sessions >= self._max_sessions, sessions=self._sessions,

@@ -22,6 +22,17 @@ from callwright.telephony.twilio.rest import TwilioAccount, transfer
 
 
 class TwilioCallControl(FrameProcessor):
+    """Pipeline processor that carries out the agent's call control on one Twilio call.
+
+    It consumes `TransferCallFrame`: a cold transfer through Twilio's REST API, only to a
+    number matching a `transfer_allow` glob pattern, and at most once per call; a refused
+    or failed transfer is logged and the call goes on. Every other frame passes on.
+
+    Attributes:
+        transferred_to: The number the call was transferred to, once Twilio accepted it.
+        left_machine: True once it ended the call because a machine answered.
+    """
+
     def __init__(
         self,
         *,
@@ -45,6 +56,7 @@ class TwilioCallControl(FrameProcessor):
             await self.push_frame(EndTaskFrame(), FrameDirection.UPSTREAM)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Consumes `TransferCallFrame` (transferring the call) and passes every other frame on."""
         await super().process_frame(frame, direction)
         if isinstance(frame, TransferCallFrame):
             await self._transfer(frame.to)

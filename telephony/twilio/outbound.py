@@ -14,6 +14,12 @@ from callwright.telephony.twilio.rest import TwilioAccount, place_call
 
 
 class DialRefused(Exception):
+    """Raised by `Dialer.dial` when a call is not placed; the message says why.
+
+    Attributes:
+        status: The HTTP status to answer with: 403, 429 or 502.
+    """
+
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
         self.status = status
@@ -21,6 +27,17 @@ class DialRefused(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class OutboundConfig:
+    """How outbound calls are placed and limited.
+
+    Attributes:
+        from_number: The caller ID calls are placed from; empty refuses every call.
+        calls_per_minute: The most calls a `Dialer` places in any 60 seconds.
+        status_url: Twilio's status callback for the call's progress events.
+        amd_url: Where Twilio posts an asynchronous answering-machine result.
+        async_amd: Detect machines asynchronously (the agent speaks at once, the result
+            arrives at `amd_url`) rather than have the voice webhook wait for it.
+    """
+
     from_number: str
     allow: tuple[str, ...]  # glob patterns over E.164 numbers; empty: no outbound calls
     calls_per_minute: int
@@ -32,6 +49,12 @@ class OutboundConfig:
 
 
 class Dialer:
+    """Places outbound calls through Twilio's REST API and stores each as an outbound call.
+
+    Only numbers matching `config.allow` are dialled. The rate cap is this Dialer's own,
+    over a sliding minute: every attempt that reaches Twilio counts, failed or not.
+    """
+
     def __init__(self, *, config: OutboundConfig, account: TwilioAccount, store: CallStore):
         self._config = config
         self._account = account

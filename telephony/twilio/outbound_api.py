@@ -18,6 +18,12 @@ RESERVED_VARIABLES = frozenset({"number", "known", "last_summary", "memories", "
 
 
 class OutboundCall(BaseModel):
+    """The body of `POST /api/calls/outbound`; reserved variable names are refused.
+
+    Attributes:
+        flow: The flow to run, by name; None runs the default flow.
+    """
+
     to: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164 number")
     flow: str | None = Field(None, max_length=128)
     variables: dict[VariableName, VariableValue] = Field(
@@ -34,11 +40,18 @@ class OutboundCall(BaseModel):
 
 
 class PlacedCall(BaseModel):
+    """A placed call: its id in the call store and Twilio's call SID."""
+
     id: int
     call_sid: str
 
 
 def create_router(*, store: CallStore, dialer: Dialer) -> APIRouter:
+    """Router for `POST /api/calls/outbound`, which places a call through `dialer`.
+
+    Every route requires a bearer token that `store.api_token_valid` accepts (401
+    otherwise); a refused call is answered with its `DialRefused.status`.
+    """
     bearer = HTTPBearer(auto_error=False)
 
     async def authorised(

@@ -15,12 +15,20 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 
 @dataclass(frozen=True, kw_only=True)
 class TwilioAccount:
+    """A Twilio account's credentials and the REST API to reach it at.
+
+    Attributes:
+        account_sid: The account SID (`AC...`).
+        auth_token: The account's auth token; it also signs Twilio's webhooks.
+    """
+
     account_sid: str
     auth_token: str
     base_url: str  # https://api.twilio.com, or a stand-in in tests
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[Client]:
+        """A REST client for this account on its own async HTTP client, closed on exit."""
         http = AsyncTwilioHttpClient()
         client = Client(self.account_sid, self.auth_token, http_client=http)
         client.api.base_url = self.base_url.rstrip("/")

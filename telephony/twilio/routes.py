@@ -48,6 +48,17 @@ TERMINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 
 @dataclass(frozen=True, kw_only=True)
 class TwilioConfig:
+    """What the Twilio routes need: public URLs, the account, stream-token and message limits.
+
+    Attributes:
+        account: The Twilio account; its auth token checks webhook and stream signatures.
+        signing_key: The HMAC key of the one-time stream tokens.
+        token_ttl_s: How long a stream token is valid after the voice webhook issues it.
+        max_message_bytes: The largest Media Streams message accepted.
+        transfer_allow: Glob patterns of E.164 numbers a call may be transferred to;
+            empty allows none.
+    """
+
     public_url: str  # https://host[:port], exactly as configured in Twilio
     stream_url: str  # wss://host/twilio/stream
     account: TwilioAccount
@@ -61,6 +72,13 @@ class TwilioConfig:
 def create_router(
     *, config: TwilioConfig, store: CallStore, handler: CallHandler, lines: Lines
 ) -> APIRouter:
+    """Router under `/twilio`: `POST /voice`, `POST /status`, `POST /amd` and `/stream`.
+
+    Webhooks must carry a valid Twilio signature for `config.public_url` (403 otherwise).
+    `/voice` admits the call through `lines` (busy TwiML when all are in use), stores it
+    and answers with stream TwiML carrying a one-time token; the `/stream` websocket
+    spends that token, runs the call through `handler` and stores how it ended.
+    """
     router = APIRouter(prefix="/twilio", tags=["twilio"])
     validator = RequestValidator(config.account.auth_token)
     live: dict[str, TwilioCallControl] = {}  # call SID -> its control, while streaming

@@ -123,6 +123,7 @@ class TwilioMediaStreamSerializer(TwilioFrameSerializer):
         return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._sample_rate)
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
+        """Sends `PlaybackMarkFrame` as a Twilio `mark` event, anything else as pipecat does."""
         if isinstance(frame, PlaybackMarkFrame):
             return json.dumps(
                 {"event": "mark", "streamSid": self._stream_sid, "mark": {"name": frame.message}}
@@ -130,6 +131,11 @@ class TwilioMediaStreamSerializer(TwilioFrameSerializer):
         return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
+        """One stream message as a frame, or None; bad messages are skipped and logged, not raised.
+
+        Caller audio is buffered and handed on every `input_frame_ms`, a `mark` echo becomes
+        `PlaybackMarkedFrame`, and `stop` sets `stopped`.
+        """
         try:
             message = parse_message(data, self._max_bytes)
         except BadMessage as exc:

@@ -16,11 +16,21 @@ from dataclasses import dataclass
 
 
 class TokenError(ValueError):
+    """A stream token that cannot be accepted; the message says why."""
+
     pass
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamToken:
+    """What a stream token carries.
+
+    Attributes:
+        call_sid: The call it was issued for.
+        nonce: Random and one-time: spent in the database when the stream claims the call.
+        expires: Unix time, in seconds, after which `verify` refuses the token.
+    """
+
     call_sid: str
     nonce: str
     expires: float
@@ -35,6 +45,12 @@ def _unb64(text: str) -> bytes:
 
 
 def issue(key: bytes, call_sid: str, ttl_s: float) -> tuple[str, StreamToken]:
+    """Issue a signed token for `call_sid`, valid for `ttl_s` seconds.
+
+    Returns:
+        The token as text (`body.signature`, URL-safe base64), and what it carries; store
+        its nonce with the call so that the stream can spend it.
+    """
     expires = round(time.time() + ttl_s, 3)
     token = StreamToken(call_sid=call_sid, nonce=secrets.token_hex(16), expires=expires)
     body = f"{token.call_sid}|{token.nonce}|{token.expires:.3f}".encode()
@@ -43,6 +59,13 @@ def issue(key: bytes, call_sid: str, ttl_s: float) -> tuple[str, StreamToken]:
 
 
 def verify(key: bytes, text: str | None) -> StreamToken:
+    """Check a token's signature and expiry; what it carries.
+
+    It neither compares the call SID nor spends the nonce: callers do both.
+
+    Raises:
+        TokenError: The token is missing, malformed, wrongly signed or expired.
+    """
     if not text:
         raise TokenError("missing stream token")
     try:

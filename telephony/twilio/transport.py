@@ -32,6 +32,12 @@ OUTPUT_LEAD_S = 0.2  # audio held at the far end: covers server and network hicc
 
 
 class LeadPacedOutputTransport(FlushBeforeMark, FastAPIWebsocketOutputTransport):
+    """Websocket output that sends audio up to `lead_s` ahead of its playback at Twilio.
+
+    It also flushes the audio queued before each playback mark, and holds a
+    `TransferCallFrame` until the audio sent before it has played.
+    """
+
     def __init__(self, *args, lead_s: float = OUTPUT_LEAD_S, **kwargs):
         super().__init__(*args, **kwargs)
         self._lead_s = lead_s
@@ -46,11 +52,13 @@ class LeadPacedOutputTransport(FlushBeforeMark, FastAPIWebsocketOutputTransport)
             await asyncio.sleep(wait)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """As pipecat's; an interruption resets the playback clock (Twilio empties its buffer)."""
         await super().process_frame(frame, direction)
         if isinstance(frame, InterruptionFrame):
             self._playout_end = 0.0  # the far end's buffer was cleared
 
     async def write_transport_frame(self, frame: Frame) -> None:
+        """Writes a `TransferCallFrame` only once the audio sent so far has played."""
         if isinstance(frame, TransferCallFrame):
             await asyncio.sleep(max(0.0, self._playout_end - time.monotonic()))
         await super().write_transport_frame(frame)

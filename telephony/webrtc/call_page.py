@@ -12,6 +12,7 @@ ASSETS = {"call.js": "text/javascript", "call.css": "text/css"}
 
 
 def create_router() -> APIRouter:
+    """Router for the browser call page: `GET /`, and its assets at `/call/static/{name}`."""
     router = APIRouter(tags=["call page"])
 
     @router.get("/", include_in_schema=False)

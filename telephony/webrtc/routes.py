@@ -38,6 +38,17 @@ DEFAULT_FLOW = "default"
 
 @dataclass(frozen=True, kw_only=True)
 class WebRTCConfig:
+    """Limits and settings of browser calls.
+
+    Attributes:
+        max_sessions: Browser calls held at once; further offers are refused (503).
+        offers_per_minute: New offers allowed per client IP in any minute (429 beyond).
+        connect_timeout_s: How long ICE and DTLS may take before the call is given up.
+        idle_timeout_s: A connected call ends after this long without anyone speaking.
+        max_offer_bytes: The largest request body accepted by `/webrtc/offer` (400 beyond).
+        flows_dir: Where the flows a caller may pick are (`*.yaml`, `*.yml`).
+    """
+
     ice_servers: list[dict]  # [{"urls": ..., "username": ..., "credential": ...}]
     max_sessions: int
     offers_per_minute: int
@@ -60,6 +71,13 @@ class OfferRequest(BaseModel):
 
 
 class CandidateIn(BaseModel):
+    """One ICE candidate a browser trickled.
+
+    Attributes:
+        sdp_mid: The media stream identification tag of the candidate's m-line.
+        sdp_mline_index: The index of the candidate's m-line in the SDP.
+    """
+
     candidate: str  # "" marks the end of candidates
     sdp_mid: str | None = None
     sdp_mline_index: int | None = None
@@ -73,6 +91,13 @@ class PatchRequest(BaseModel):
 
 
 class OfferError(Exception):
+    """A refused offer or candidate request.
+
+    Attributes:
+        status: The HTTP status to answer with.
+        detail: What was wrong, for the browser.
+    """
+
     def __init__(self, status: int, detail: str):
         super().__init__(detail)
         self.status = status
@@ -120,6 +145,7 @@ class RateLimiter:
         self._events: dict[str, deque[float]] = {}
 
     def allow(self, key: str) -> bool:
+        """Count an event for `key` and allow it; False (not counted) when over the limit."""
         now = time.monotonic()
         if len(self._events) > self.MAX_KEYS:
             self._events = {k: q for k, q in self._events.items() if now - q[-1] < self._window_s}
@@ -134,6 +160,17 @@ class RateLimiter:
 
 @dataclass(kw_only=True)
 class WebRTCCall:
+    """One browser call: its peer connection, its stored call, and the task running it.
+
+    Attributes:
+        call_sid: A generated `WR...` id in place of a carrier's call SID.
+        nonce: The call's one-time stream nonce, spent when the browser connects.
+        flow: The flow the caller picked; "default" runs the server's.
+        task: The task running the call, once started.
+        ended_by: The end reason when the agent did not end the call (the caller hung up,
+            nobody spoke, the server shut down).
+    """
+
     connection: SmallWebRTCConnection
     call_id: int
     call_sid: str
@@ -156,9 +193,23 @@ class WebRTCCalls:
 
     @property
     def active(self) -> int:
+        """Peer connections held now: calls connecting or running."""
         return len(self._calls)
 
     async def offer(self, request: OfferRequest, *, client_ip: str) -> dict:
+        """Answer a browser's SDP offer and start its call in the background.
+
+        Every offer is checked first. One with a `pc_id` renegotiates that running call; a
+        new one is rate-limited per `client_ip`, capped at `max_sessions`, stored as a call
+        (transport "webrtc") and run once ICE and DTLS are up.
+
+        Returns:
+            pipecat's SDP answer (`sdp`, `type`, `pc_id`) and the call's `call_sid`.
+
+        Raises:
+            OfferError: 400 for a bad offer or an unknown flow, 404 for an unknown `pc_id`,
+                429 over the rate, 503 when every slot is busy or the call cannot be stored.
+        """
         check_offer(request.sdp)
         if request.pc_id is not None:
             return await self._renegotiate(request)
@@ -219,6 +270,12 @@ class WebRTCCalls:
         return {**call.connection.get_answer(), "call_sid": call.call_sid}
 
     async def add_candidates(self, request: PatchRequest) -> None:
+        """Add trickled ICE candidates to their peer connection; an empty one ends the candidates.
+
+        Raises:
+            OfferError: 404 for an unknown `pc_id`, 400 for a candidate that does not parse
+                (those before it are already added).
+        """
         call = self._calls.get(request.pc_id)
         if call is None:
             raise OfferError(404, "no such peer connection")
@@ -309,6 +366,11 @@ class WebRTCCalls:
 
 
 def create_router(*, calls: WebRTCCalls, config: WebRTCConfig) -> APIRouter:
+    """Router under `/webrtc`: `GET /config`, `POST /offer` and `PATCH /offer` (candidates).
+
+    Request bodies over `config.max_offer_bytes`, not JSON, or not valid are refused with
+    400; an `OfferError` is answered with its status.
+    """
     router = APIRouter(prefix="/webrtc", tags=["webrtc"])
 
     async def read_json(request: Request) -> object:

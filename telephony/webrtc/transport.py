@@ -23,9 +23,12 @@ from callwright.telephony.marks import FlushBeforeMark
 
 
 class PlaybackClockOutputTransport(FlushBeforeMark, SmallWebRTCOutputTransport):
+    """SmallWebRTC output that answers each playback mark once the audio before it is sent."""
+
     async def send_message(
         self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
     ) -> None:
+        """Answers a playback mark with `PlaybackMarkedFrame` upstream; sends others as usual."""
         if isinstance(frame, PlaybackMarkFrame):
             await self.push_frame(PlaybackMarkedFrame(mark=frame.message), FrameDirection.UPSTREAM)
             return
@@ -36,6 +39,7 @@ class CallWebRTCTransport(SmallWebRTCTransport):
     """SmallWebRTCTransport whose output reports playback marks."""
 
     def output(self) -> SmallWebRTCOutputTransport:
+        """The output transport: a `PlaybackClockOutputTransport`, created on first use."""
         if not self._output:
             self._output = PlaybackClockOutputTransport(
                 self._client, self._params, name=self._output_name
