@@ -27,6 +27,7 @@ from callwright.agent.backend import (
 )
 from callwright.agent.backends import funaudiochat
 from callwright.agent.backends.scripted import ScriptedReplies
+from callwright.agent.backends.turns import OPENING_PROMPT, SILENCE_PROMPT
 from callwright.agent.backends.worker_pool import WorkerPool
 from callwright.agent.fallback import BUSY_APOLOGY, FAILURE_APOLOGY, FallbackSession
 from callwright.agent.transcript import TranscribingSession
@@ -175,6 +176,19 @@ async def test_tool_calls(backend, session, openai_standin):
         assert isinstance(events[-1], EndOfTurn) and events[-1].error is None
     else:  # tools offered to a backend that cannot call them must not break the turn
         check_turn(await run_turn(session, request), backend)
+
+
+async def test_keys_and_silence_are_turns_not_a_new_call(backend, session, openai_standin):
+    """A turn of keys or of silence ends cleanly, and a model is told what it was (the
+    keys, a silence) in that turn and in the history after, never that the call began."""
+    check_turn(await run_turn(session, TurnRequest(audio=None)), backend)
+    for request in (TurnRequest(audio=None, dtmf="42"), TurnRequest(audio=None, silence=True)):
+        events = await run_turn(session, request)
+        assert isinstance(events[-1], EndOfTurn) and events[-1].error is None, events
+    if backend.name == "openai":
+        sent = openai_standin.requests[-1]["messages"]
+        told = [m["content"] for m in sent if m["role"] == "user"]
+        assert told == [OPENING_PROMPT, "(The caller pressed the keys 4 2.)", SILENCE_PROMPT]
 
 
 async def test_worker_busy_gets_the_fallback(cascade, omni_worker):

@@ -40,7 +40,7 @@ from callwright.agent.backends.openai_compat import (
     tool_call_of,
     well_formed,
 )
-from callwright.agent.backends.turns import cap_input
+from callwright.agent.backends.turns import OPENING_PROMPT, cap_input, turn_prompt
 from callwright.agent.transcript import EarlyTranscript
 
 PHONE_STYLE = (
@@ -48,9 +48,7 @@ PHONE_STYLE = (
     "to three short sentences of plain speech, with no lists, markup or emoji."
 )
 DEFAULT_ROLE = "You are a friendly phone assistant."
-OPENING_PROMPT = "(The caller has just connected. Greet them briefly.)"
 GO_ON_PROMPT = "(The call goes on. Say what your instructions ask you to say now.)"
-SILENCE_PROMPT = "(The caller has said nothing for a while.)"
 # Instructions that say who the agent is (a flow's role_message does); else the persona leads.
 _NAMES_ROLE = re.compile(r"^\s*(you are|you're)\b", re.I | re.M)
 _CLAUSE_END = re.compile(r"[,;:](?=\s)")
@@ -193,13 +191,8 @@ class ChatLLMSession(AudioLLMSession):
         return await asyncio.shield(self._transcript.start(audio))
 
     def _caller_message(self, request: TurnRequest, text: str) -> str:
-        if request.dtmf:
-            return f"(The caller pressed the keys {' '.join(request.dtmf)}.)"
-        if request.silence:
-            return SILENCE_PROMPT
-        if request.answered_by:
-            return (f"(Answering-machine detection says: {request.answered_by}. If it is a "
-                    "machine, leave a short message.)")
+        if request.dtmf or request.silence or request.answered_by:
+            return turn_prompt(request)
         if text:
             return text
         return OPENING_PROMPT if not self._messages else GO_ON_PROMPT

@@ -37,7 +37,12 @@ from callwright.agent.backends.streaming import (
     TokenStreamer,
     pcm16_to_float,
 )
-from callwright.agent.backends.turns import BoundedHistory, cap_input, tools_prompt
+from callwright.agent.backends.turns import (
+    BoundedHistory,
+    cap_input,
+    tools_prompt,
+    turn_prompt,
+)
 from callwright.agent.backends.vocoder import CodeWindow, Vocoder
 
 if TYPE_CHECKING:  # torch is imported where the worker runs, not at import time
@@ -50,7 +55,6 @@ S2M_PROMPT = (
     "You are asked to generate both text and speech tokens at the same time. "
     "You are a helpful voice assistant on a phone call; keep answers short and spoken."
 )
-OPENING_PROMPT = "The caller has just connected. Greet them briefly."
 MARKERS = ("<|audio_bos|>", "<|audio_eos|>", "<|sil|>", "<|im_end|>", "<|endoftext|>")
 # Fun-Audio-Chat's `utils/constant.py` (commit 8ba984b), as its web-demo server sets them
 # (`web_demo/server/server.py`, `GlobalModelManager.initialize`). The model's own default
@@ -293,12 +297,13 @@ class FunAudioChatBackend(AudioLLM):
             if past.caller_audio:
                 audios.append(pcm16_to_float(past.caller_audio))
             conversation += [
-                {"role": "user", "content": clip if past.caller_audio else OPENING_PROMPT},
+                {"role": "user", "content": clip if past.caller_audio else past.caller_text},
                 {"role": "assistant", "content": past.agent_text},
             ]
         if request.audio:
             audios.append(pcm16_to_float(cap_input(request.audio)))
-        conversation.append({"role": "user", "content": clip if request.audio else OPENING_PROMPT})
+        turn = clip if request.audio else turn_prompt(request)
+        conversation.append({"role": "user", "content": turn})
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True,
                                                   tokenize=False)
         # No token_type_ids, as upstream asks (examples/infer_s2s.py): generate() rejects them.
@@ -375,7 +380,7 @@ class FunAudioChatSession(AudioLLMSession):
         if self._cancelled:
             return
         self._history.add(caller_audio=cap_input(request.audio) if request.audio else None,
-                          agent_text=result.text)
+                          agent_text=result.text, caller_text=turn_prompt(request) or "")
         yield EndOfTurn()
 
     async def cancel(self) -> None:

@@ -33,13 +33,12 @@ from callwright.agent.backend import (
     ToolCall,
     TurnRequest,
 )
-from callwright.agent.backends.turns import BoundedHistory, cap_input
+from callwright.agent.backends.turns import BoundedHistory, cap_input, turn_prompt
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly phone assistant. Answer in one to three short spoken sentences, "
     "with no lists or markup."
 )
-OPENING_PROMPT = "The caller has just connected. Greet them briefly."
 _SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 
@@ -150,18 +149,18 @@ class OpenAISession(AudioLLMSession):
         self._cancelled = False
 
     def _messages(self, request: TurnRequest, audio: bytes | None) -> list[dict]:
-        def user(clip: bytes | None) -> dict:
+        def user(clip: bytes | None, text: str) -> dict:
             if clip is None:
-                return {"role": "user", "content": OPENING_PROMPT}
+                return {"role": "user", "content": text}
             part = {"type": "input_audio", "input_audio": {"data": wav_base64(clip),
                                                            "format": "wav"}}
             return {"role": "user", "content": [part]}
 
         messages = [{"role": "system", "content": request.instructions or DEFAULT_INSTRUCTIONS}]
         for past in self._history:
-            messages += [user(past.caller_audio),
+            messages += [user(past.caller_audio, past.caller_text),
                          {"role": "assistant", "content": past.agent_text}]
-        return messages + [user(audio)]
+        return messages + [user(audio, turn_prompt(request) or "")]
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         """Send the instructions, the history and this turn's audio (the opening prompt when
@@ -207,7 +206,8 @@ class OpenAISession(AudioLLMSession):
             return
         for call in calls.values():
             yield tool_call_of(call)
-        self._history.add(caller_audio=audio, agent_text=" ".join(spoken))
+        self._history.add(caller_audio=audio, agent_text=" ".join(spoken),
+                          caller_text=turn_prompt(request) or "")
         yield EndOfTurn()
 
     async def _say(self, sentence: str, spoken: list[str]) -> AsyncIterator[Event]:

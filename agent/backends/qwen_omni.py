@@ -39,7 +39,7 @@ from callwright.agent.backends.streaming import (
     pcm16_to_float,
     pcm_chunks,
 )
-from callwright.agent.backends.turns import BoundedHistory, cap_input
+from callwright.agent.backends.turns import BoundedHistory, cap_input, turn_prompt
 
 OUTPUT_SAMPLE_RATE = 24_000
 # Qwen2.5-Omni only speaks with this exact system prompt (model card); flow
@@ -48,7 +48,6 @@ SYSTEM_PROMPT = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
     "perceiving auditory and visual inputs, as well as generating text and speech."
 )
-OPENING_PROMPT = "The caller has just connected. Greet them briefly."
 _MARKERS = ("<|im_end|>", "<|endoftext|>", "<|audio_bos|>", "<|audio_eos|>")
 
 
@@ -176,7 +175,7 @@ class QwenOmniBackend(AudioLLM):
             counts = [audio_token_count(int(n)) for n in feats["attention_mask"].sum(-1)]
         clip_tokens = iter(counts)
 
-        def user(has_audio: bool, text: str = OPENING_PROMPT) -> str:
+        def user(has_audio: bool, text: str) -> str:
             body = f"<|audio_bos|>{'<|AUDIO|>' * next(clip_tokens)}<|audio_eos|>" if has_audio \
                 else text
             return f"<|im_start|>user\n{body}<|im_end|>\n"
@@ -184,9 +183,9 @@ class QwenOmniBackend(AudioLLM):
         system = SYSTEM_PROMPT + (f"\n\n{request.instructions}" if request.instructions else "")
         prompt = f"<|im_start|>system\n{system}<|im_end|>\n"
         for past in history:
-            prompt += user(bool(past.caller_audio))
+            prompt += user(bool(past.caller_audio), past.caller_text)
             prompt += f"<|im_start|>assistant\n{past.agent_text}<|im_end|>\n"
-        prompt += user(audio is not None) + "<|im_start|>assistant\n"
+        prompt += user(audio is not None, turn_prompt(request) or "") + "<|im_start|>assistant\n"
         encoded = self.tokenizer(prompt, return_tensors="pt")
         inputs = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
         if feats is not None:
@@ -253,7 +252,8 @@ class QwenOmniSession(AudioLLMSession):
             if rest := words.flush():
                 yield TextDelta(text=rest)
             self._history.add(caller_audio=cap_input(request.audio) if request.audio else None,
-                              agent_text=decoder.text.strip())
+                              agent_text=decoder.text.strip(),
+                              caller_text=turn_prompt(request) or "")
             pcm = float_to_pcm16(self._thread.result)
             for chunk in pcm_chunks(pcm, sample_rate=OUTPUT_SAMPLE_RATE):
                 if cancel.is_set:

@@ -8,9 +8,27 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 
-from callwright.agent.backend import INPUT_SAMPLE_RATE, ToolCall
+from callwright.agent.backend import INPUT_SAMPLE_RATE, ToolCall, TurnRequest
 
 MAX_INPUT_S = 30.0  # Whisper-style encoders see 30 s; longer clips are silently zero-filled
+OPENING_PROMPT = "(The caller has just connected. Greet them briefly.)"
+SILENCE_PROMPT = "(The caller has said nothing for a while.)"
+
+
+def turn_prompt(request: TurnRequest) -> str | None:
+    """What to tell a model of a turn without the caller's speech: keys pressed, a silence,
+    an answering machine, or the call's start. None for a turn of speech.
+
+    Without it a model hears every such turn as the call's start and greets again.
+    """
+    if request.dtmf:
+        return f"(The caller pressed the keys {' '.join(request.dtmf)}.)"
+    if request.silence:
+        return SILENCE_PROMPT
+    if request.answered_by:
+        return (f"(Answering-machine detection says: {request.answered_by}. If it is a "
+                "machine, leave a short message.)")
+    return OPENING_PROMPT if request.audio is None else None
 
 
 def cap_input(pcm16k: bytes, *, max_s: float = MAX_INPUT_S) -> bytes:
@@ -21,10 +39,12 @@ def cap_input(pcm16k: bytes, *, max_s: float = MAX_INPUT_S) -> bytes:
 
 @dataclass(kw_only=True)
 class Exchange:
-    """One past exchange: the caller's audio (None for a turn without audio) and the reply."""
+    """One past exchange: the caller's audio, or for a turn without it what the model was
+    told instead (`turn_prompt`), and the reply."""
 
     caller_audio: bytes | None  # 16 kHz int16, capped
     agent_text: str
+    caller_text: str = ""
 
 
 class BoundedHistory:
@@ -33,9 +53,11 @@ class BoundedHistory:
     def __init__(self, *, max_turns: int):
         self._turns: deque[Exchange] = deque(maxlen=max_turns)
 
-    def add(self, *, caller_audio: bytes | None, agent_text: str) -> None:
+    def add(self, *, caller_audio: bytes | None, agent_text: str, caller_text: str = "") -> None:
         """Append an exchange; the oldest beyond `max_turns` is dropped."""
-        self._turns.append(Exchange(caller_audio=caller_audio, agent_text=agent_text))
+        self._turns.append(
+            Exchange(caller_audio=caller_audio, agent_text=agent_text, caller_text=caller_text)
+        )
 
     def truncate_last(self, heard_text: str) -> None:
         """Barge-in: the model should remember saying only what was heard."""
