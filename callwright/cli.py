@@ -50,7 +50,19 @@ def call(
                                   help="Bearer token to read a running server's transcript."),
 ) -> None:
     """Call the agent as a Twilio caller, playing WAV files, and print the transcript."""
-    asyncio.run(_call(wav, url, api_token))
+    import httpx
+
+    try:
+        asyncio.run(_call(wav, url, api_token))
+    except httpx.ConnectError as exc:
+        typer.echo(f"No server answers at {url} ({exc}).", err=True)
+        raise typer.Exit(1) from None
+    except httpx.HTTPStatusError as exc:
+        why = exc.response.status_code
+        hint = (" The signature did not match: use the server's TWILIO_AUTH_TOKEN, and the "
+                "URL it has as PUBLIC_URL.") if why == 403 else ""
+        typer.echo(f"The server refused the call's webhook ({why}).{hint}", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _call(wavs: list[Path], url: str | None, api_token: str | None) -> None:
@@ -119,7 +131,13 @@ async def _print_turns(url: str, call_sid: str, token: str | None, once: bool = 
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, headers=headers) as client:
         while True:
-            calls = (await client.get("/api/calls", params={"call_sid": call_sid})).json()
+            response = await client.get("/api/calls", params={"call_sid": call_sid})
+            if response.status_code in (401, 403):
+                if once:
+                    typer.echo(f"(the server refused the API token ({response.status_code}): "
+                               "create one there with `callwright token create`)")
+                return
+            calls = response.json()
             if calls:
                 detail = (await client.get(f"/api/calls/{calls[0]['id']}")).json()
                 for turn in detail["turns"][_printed.get(call_sid, 0):]:

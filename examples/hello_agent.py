@@ -1,6 +1,6 @@
 """An agent in Python: the order-status flow beside this file, on the embedded models.
 
-    python examples/hello_agent.py    # then call http://localhost:8000 from a browser
+    python examples/hello_agent.py    # then call http://localhost:8080 from a browser
 """
 
 from pathlib import Path
