@@ -64,14 +64,20 @@ async def test_hello_agent_runs_its_flow_and_python_tool(tmp_path, rest_standin)
     assert "217" in heard.replace(" ", "") and "monday and arrives tomorrow" in heard, heard
 
 
-@pytest.mark.e2e
-async def test_a_registered_backend_answers_the_call(tmp_path, rest_standin):
-    server = start_server(tmp_path, rest_url=rest_standin.base_url,
-                          script=EXAMPLES / "custom_backend.py")
+async def _call_example(tmp_path, rest_standin, script: str, lines: list[str]):
+    """Serve examples/`script`, call it with `lines`; the stored call, what was heard, the log."""
+    server = start_server(tmp_path, rest_url=rest_standin.base_url, script=EXAMPLES / script)
     try:
-        call, heard = await _call(server, ["The garden gate is green."])
+        call, heard = await _call(server, lines)
+        return call, heard, server.log()
     finally:
         server.stop()
+
+
+@pytest.mark.e2e
+async def test_a_registered_backend_answers_the_call(tmp_path, rest_standin):
+    call, heard, _ = await _call_example(tmp_path, rest_standin, "custom_backend.py",
+                                         ["The garden gate is green."])
     caller_turns = [t["text"] for t in call["turns"] if t["speaker"] == "caller"]
     assert caller_turns and "gate" in words(caller_turns[0]), call["turns"]
     assert "you said" in heard[-1] and "gate" in heard[-1], heard
@@ -79,11 +85,6 @@ async def test_a_registered_backend_answers_the_call(tmp_path, rest_standin):
 
 @pytest.mark.e2e
 async def test_a_pipeline_step_sees_each_callers_words(tmp_path, rest_standin):
-    server = start_server(tmp_path, rest_url=rest_standin.base_url,
-                          script=EXAMPLES / "pipeline_step.py")
-    try:
-        call, _ = await _call(server, ["I would like to speak to your manager please."])
-        log = server.log()
-    finally:
-        server.stop()
+    call, _, log = await _call_example(tmp_path, rest_standin, "pipeline_step.py",
+                                       ["I would like to speak to your manager please."])
     assert f"call {call['id']}: the caller asked for a manager" in log, log[-2000:]
