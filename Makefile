@@ -2,8 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --progress-bar on -c constraints.txt
-# Debian packages the tests drive: caller speech, audio tools, a real browser.
-TEST_DEBS := espeak-ng sox chromium
+# Debian packages the tests drive: caller speech, audio tools, a real browser, a balancer.
+TEST_DEBS := espeak-ng sox chromium nginx-light
 
 .PHONY: run test install install-test system-deps lint bench clean
 

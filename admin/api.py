@@ -54,6 +54,7 @@ class CallOut(BaseModel):
     direction: str | None
     answered_by: str | None  # Twilio's answering-machine detection, on outbound calls
     transferred_to: str | None
+    worker: str | None  # the server process that ran it (WORKER_ID)
 
 
 class CallDetail(CallOut):

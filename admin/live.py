@@ -1,7 +1,8 @@
 """Calls in progress and their turns as they are stored, for the live page's event stream.
 
-The feed polls the database: turns reach it through TurnWriter within a moment of being
-spoken, and polling works the same with one worker or many behind a load balancer.
+The database is the record: turns reach it through TurnWriter within a moment of being
+spoken. The feed reads it whenever the store says calls changed (with several workers, any
+worker's store, through Redis), and every `poll_s` at the latest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
+from callwright.memory.changes import Changes
 from callwright.memory.db import sessionmaker
 from callwright.memory.models import Call, Turn
 
@@ -35,10 +37,18 @@ def turn_event(turn: Turn) -> dict:
 
 
 class LiveFeed:
-    """Calls in progress and their turns, from the database, polled every `poll_s` seconds."""
+    """Calls in progress and their turns, from the database, read at each change.
 
-    def __init__(self, engine: AsyncEngine, *, poll_s: float = 0.5):
+    Args:
+        engine: The calls' database.
+        changes: Wakes the feed when calls change; without it, the feed polls.
+        poll_s: The longest the feed waits between reads.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, changes: Changes | None = None,
+                 poll_s: float = 0.5):
         self._sessions = sessionmaker(engine)
+        self._changes = changes
         self.poll_s = poll_s
 
     async def snapshot(self) -> list[Call]:
@@ -78,4 +88,7 @@ class LiveFeed:
                 del shown[call.id]
                 yield "ended", {"id": call.id, "status": call.status,
                                 "end_reason": call.end_reason}
-            await asyncio.sleep(self.poll_s)
+            if self._changes is None:
+                await asyncio.sleep(self.poll_s)
+            else:
+                await self._changes.wait(self.poll_s)

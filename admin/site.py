@@ -31,6 +31,7 @@ from callwright.admin.calls import CallFilters, CallQueries
 from callwright.admin.filters import register as register_filters
 from callwright.admin.live import LiveFeed
 from callwright.admin.models import ROLES, TAGS
+from callwright.memory.changes import Changes
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 25
@@ -47,13 +48,17 @@ SECURITY_HEADERS = {
 
 
 def create_site(*, engine: AsyncEngine, data_dir: Path, secure_cookies: bool,
-                prefix: str = "/admin") -> FastAPI:
-    """The admin site as an app to mount at `prefix` on the main app."""
+                prefix: str = "/admin", changes: Changes | None = None) -> FastAPI:
+    """The admin site as an app to mount at `prefix` on the main app.
+
+    `changes` (the call store's) wakes the live page's feed as calls change; without it
+    the feed polls the database twice a second.
+    """
     accounts = AccountStore(engine)
     auth = SiteAuth(accounts=accounts, secure_cookies=secure_cookies, cookie_path=prefix)
     calls = CallQueries(engine)
     callers = CallerQueries(engine)
-    live = LiveFeed(engine)
+    live = LiveFeed(engine, changes=changes, poll_s=0.5 if changes is None else 2.0)
     templates = Jinja2Templates(directory=HERE / "templates")
     register_filters(templates.env)
     templates.env.globals.update(base=prefix, tags=TAGS)

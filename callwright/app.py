@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from loguru import logger
 
 from callwright import logs
@@ -21,6 +22,7 @@ from callwright.agent.model_host import ModelHost
 from callwright.agent.pipeline import PipelineStep
 from callwright.agent.policy import Receptionist
 from callwright.calls import CallRunner
+from callwright.cluster import Cluster, close_calls_of_dead_workers
 from callwright.flows.runtime import FlowRuntime
 from callwright.memory.db import create_engine, migrate
 from callwright.memory.lifecycle import CallMemory
@@ -51,7 +53,14 @@ def create_app(
     """
     settings = settings or Settings()
     engine = create_engine(settings.sqlalchemy_url)
-    store = CallStore(engine)
+    cluster = None
+    if settings.redis_url:
+        if not settings.secret_key:
+            raise ValueError("REDIS_URL is set (several workers) but CALLWRIGHT_SECRET_KEY is "
+                             "not: every worker must sign stream tokens with the same key")
+        cluster = Cluster(url=settings.redis_url, worker=settings.worker_name,
+                          max_calls=settings.max_calls_total, lease_s=settings.worker_lease_s)
+    store = CallStore(engine, worker=settings.worker_name, changes=cluster)
     writer = TurnWriter(store)
     memory = CallMemory(engine=engine, turns=writer, settings=settings.memory)
     paths = models.resolve(
@@ -102,8 +111,13 @@ def create_app(
     async def lifespan(app: FastAPI):
         models_loading = asyncio.ensure_future(cascade.load())  # model processes, meanwhile:
         await migrate(engine)
-        if interrupted := await store.interrupt_unfinished():
+        # With several workers, only this one's calls are its own to close.
+        mine = None if cluster is None else {store.worker}
+        if interrupted := await store.interrupt_unfinished(workers=mine):
             logger.warning(f"{interrupted} calls left open by the last run marked interrupted")
+        if cluster is not None:
+            await cluster.start()
+            tasks.add(asyncio.create_task(close_calls_of_dead_workers(cluster, store)))
         await asyncio.to_thread(analyzers.warm, silero=paths.silero_vad)
         await asyncio.to_thread(twilio_rest.preload)
         await flows.load()
@@ -128,6 +142,10 @@ def create_app(
         logger.info(f"Call from a browser:  http://{settings.host}:{settings.port}/")
         logger.info(f"Admin site:           {settings.base_url}/admin/")
         yield
+        for task in tasks:
+            task.cancel()
+        if cluster is not None:
+            await cluster.close()
         await watchdog.stop()
         await memory.close()
         await webrtc_calls.close()
@@ -139,13 +157,14 @@ def create_app(
         await engine.dispose()
 
     watchdog = LoopWatchdog()
+    tasks: set[asyncio.Task] = set()
     app = FastAPI(title="callwright", lifespan=lifespan)
     app.state.store = store
     app.state.runner = runner
     account = TwilioAccount(account_sid=settings.twilio_sid, auth_token=settings.twilio_token,
                             base_url=settings.twilio_api_base_url)
     lines = Lines(max_calls=settings.max_calls, active=lambda: runner.active,
-                  pending_ttl_s=settings.stream_token_ttl_s)
+                  pending_ttl_s=settings.stream_token_ttl_s, shared=cluster)
     app.state.lines = lines
     app.include_router(
         twilio.create_router(
@@ -180,17 +199,19 @@ def create_app(
     app.include_router(call_page.create_router())
     app.mount("/admin", site.create_site(
         engine=engine, data_dir=settings.data_dir,
-        secure_cookies=settings.base_url.startswith("https://"),
+        secure_cookies=settings.base_url.startswith("https://"), changes=store.changes,
     ))
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
-        return {
-            "status": "draining" if lines.draining else "ok", "active_calls": runner.active,
+    async def healthz() -> JSONResponse:
+        # 503 while draining: a balancer's or Kubernetes' readiness check sends no new calls.
+        return JSONResponse(status_code=503 if lines.draining else 200, content={
+            "status": "draining" if lines.draining else "ok", "worker": store.worker,
+            "active_calls": runner.active,
             "webrtc_sessions": webrtc_calls.active,
             "worst_loop_lag_ms": round(watchdog.worst_lag_ms), "loop_stalls": watchdog.stalls,
             "loop_lag_ms": {"p50": round(watchdog.recent_lag_ms(0.5), 1),
                             "p99": round(watchdog.recent_lag_ms(0.99), 1)},
-        }
+        })
 
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import secrets
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -65,6 +66,24 @@ class Settings(BaseSettings):
     max_calls: int = Field(
         20, validation_alias=_env("MAX_CALLS"),
         description="Twilio calls at once on this worker; more hear 'all lines are busy'.",
+    )
+    redis_url: str = Field(
+        "", validation_alias=_env("REDIS_URL"),
+        description="Redis shared by several workers: the call cap across them, presence, "
+                    "live-page updates. Unset: one worker on its own.",
+    )
+    worker_id: str = Field(
+        "", validation_alias=_env("WORKER_ID"),
+        description="This worker's name among several; defaults to host name and port.",
+    )
+    max_calls_total: int = Field(
+        0, validation_alias=_env("MAX_CALLS_TOTAL"),
+        description="Twilio calls at once across all workers sharing REDIS_URL; 0: no such cap.",
+    )
+    worker_lease_s: float = Field(
+        15.0, validation_alias=_env("WORKER_LEASE_SECONDS"),
+        description="With REDIS_URL: after this long without a heartbeat a worker counts as "
+                    "dead; its lines are freed and its calls stored as interrupted.",
     )
     shutdown_grace_s: float = Field(
         60.0, validation_alias=_env("SHUTDOWN_GRACE_SECONDS"),
@@ -311,6 +330,11 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    @property
+    def worker_name(self) -> str:
+        """`worker_id`, else this host's name and port."""
+        return self.worker_id or f"{socket.gethostname()}:{self.port}"
 
     @cached_property
     def signing_key(self) -> bytes:

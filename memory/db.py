@@ -9,11 +9,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from loguru import logger
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x63616C6C  # "call": the advisory lock key migrations take on PostgreSQL
 
 
 def async_url(url: str) -> str:
@@ -76,6 +77,11 @@ async def migrate(engine: AsyncEngine, revision: str = "head", *, down: bool = F
 
     logger.info(f"Database: migrating {'down' if down else 'up'} to {revision}")
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers starting together on one database migrate one at a time (the lock
+            # ends with the transaction); the others then find nothing left to do.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK})
         await conn.run_sync(run)
 
 

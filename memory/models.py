@@ -67,6 +67,9 @@ class Call(Base):
         ForeignKey("callers.id", ondelete="SET NULL"), index=True
     )
     summary: Mapped[str | None] = mapped_column(Text)
+    # The server process running the call (WORKER_ID): with several, another one closes the
+    # calls of a worker that died.
+    worker: Mapped[str | None] = mapped_column(String(64), index=True)
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
+from callwright.memory.changes import Changes
 from callwright.memory.db import sessionmaker
 from callwright.memory.models import ApiToken, Call, Turn, utcnow
 
@@ -37,8 +39,12 @@ class TurnRecord:
 class CallStore:
     """Reads and writes of calls, their turns and API tokens, each in a session of its own."""
 
-    def __init__(self, engine: AsyncEngine):
+    def __init__(
+        self, engine: AsyncEngine, *, worker: str | None = None, changes: Changes | None = None
+    ):
         self.engine = engine
+        self.worker = worker  # stored with the calls this process creates or runs
+        self.changes = changes or Changes()  # told when live calls change
         self._sessions = sessionmaker(engine)
 
     async def create_call(
@@ -72,6 +78,7 @@ class CallStore:
                 status=status,
                 flow_name=flow_name,
                 variables=variables,
+                worker=self.worker,
             )
             session.add(call)
             await session.flush()
@@ -92,10 +99,13 @@ class CallStore:
                     stream_sid=stream_sid,
                     status="in-progress",
                     started_at=utcnow(),
+                    worker=self.worker,
                 )
                 .returning(Call.id)
             )
-            return result.scalar_one_or_none()
+            call_id = result.scalar_one_or_none()
+        self.changes.notify()
+        return call_id
 
     async def finish_call(self, call_id: int, *, status: str, reason: str) -> None:
         """Store how and when a call ended (`reason` cut to 64 characters).
@@ -108,6 +118,7 @@ class CallStore:
                 .where(Call.id == call_id, Call.ended_at.is_(None))
                 .values(status=status, end_reason=reason[:64], ended_at=utcnow())
             )
+        self.changes.notify()
 
     async def update_flow(
         self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict
@@ -154,21 +165,43 @@ class CallStore:
         async with self._sessions() as session:
             return await session.scalar(select(Call).where(Call.call_sid == call_sid))
 
-    async def interrupt_unfinished(self) -> int:
-        """At start-up: calls a previous run left open were cut off by its stop."""
+    async def interrupt_unfinished(
+        self, *, workers: Collection[str] | None = None, reason: str = "server-stopped"
+    ) -> int:
+        """Store calls that a stopped or dead server left open as interrupted; how many.
+
+        Args:
+            workers: Only the running calls of these workers (when several share the
+                database); None: every unfinished call (one server, at its start).
+            reason: The calls' end reason.
+        """
+        unfinished = Call.ended_at.is_(None)
+        if workers is None:
+            where = (unfinished, Call.status.in_(("queued", "ringing", "in-progress")))
+        else:
+            where = (unfinished, Call.status == "in-progress", Call.worker.in_(list(workers)))
         async with self._sessions.begin() as session:
             result = await session.execute(
-                update(Call)
-                .where(Call.ended_at.is_(None), Call.status.in_(("queued", "ringing",
-                                                                   "in-progress")))
-                .values(status="interrupted", end_reason="server-stopped", ended_at=utcnow())
+                update(Call).where(*where)
+                .values(status="interrupted", end_reason=reason, ended_at=utcnow())
             )
-            return result.rowcount or 0
+        self.changes.notify()
+        return result.rowcount or 0
+
+    async def workers_with_calls(self) -> set[str]:
+        """The workers that have calls in progress, by the database."""
+        async with self._sessions() as session:
+            return set(await session.scalars(
+                select(Call.worker).distinct()
+                .where(Call.ended_at.is_(None), Call.status == "in-progress",
+                       Call.worker.is_not(None))
+            ))
 
     async def add_turns(self, records: list[TurnRecord]) -> None:
         """Store finished turns, all in one transaction (the sink of `TurnWriter`)."""
         async with self._sessions.begin() as session:
             session.add_all(Turn(**vars(record)) for record in records)
+        self.changes.notify()
 
     async def list_calls(
         self, *, limit: int = 50, offset: int = 0, call_sid: str | None = None

@@ -49,10 +49,13 @@ class TwilioCaller:
         public_url: str | None = None,
         call_sid: str | None = None,
         extra_params: dict[str, str] | None = None,
+        stream_base_url: str | None = None,
     ):
         """`call_sid` and `extra_params` (Direction, AnsweredBy) make it an outbound call
-        that callwright placed."""
+        that callwright placed; `stream_base_url` opens the stream on another server than
+        the webhook's (as a balancer may)."""
         self.base_url = base_url.rstrip("/")
+        self.stream_base_url = (stream_base_url or base_url).rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")
         self.validator = RequestValidator(auth_token)
         self.account_sid = account_sid
@@ -105,14 +108,14 @@ class TwilioCaller:
     def connect(self, stream_url: str, *, sign: bool = True):
         """Open the Media Stream websocket; use the result with `async with`.
 
-        Twilio would dial `stream_url`; this connects to `/twilio/stream` on `base_url`,
+        Twilio would dial `stream_url`; this connects to `/twilio/stream` on `stream_base_url`,
         with the signature for `stream_url` unless `sign` is False.
         """
         headers = {}
         if sign:
             headers["X-Twilio-Signature"] = self.validator.compute_signature(stream_url, {})
         # Twilio dials the public wss:// URL; tests reach the same path on the local server.
-        local = self.base_url.replace("http", "ws", 1) + "/twilio/stream"
+        local = self.stream_base_url.replace("http", "ws", 1) + "/twilio/stream"
         return websockets.connect(local, additional_headers=headers, max_size=2**20)
 
     def start_message(self, custom: dict[str, str]) -> dict:

@@ -108,12 +108,17 @@ def create_router(
         if existing is not None and not placed_by_us:  # a retried or replayed webhook
             logger.warning(f"call {call_sid}: webhook for a call already answered")
             raise HTTPException(status_code=409, detail="call already exists")
-        if not lines.admit(call_sid):
+        if lines.draining and lines.shared:
+            # Stopping, and other workers share the lines: the balancer gives it to one.
+            logger.info(f"call {call_sid}: draining; passing it to another worker")
+            raise HTTPException(status_code=503, detail="draining",
+                                headers={"Retry-After": "1"})
+        if not await lines.admit(call_sid):
             logger.warning(f"call {call_sid}: all {lines.max_calls} lines busy"
                            f"{' (draining)' if lines.draining else ''}; refusing politely")
             return _twiml(_busy())
         if answered_by and is_machine(answered_by) and config.voicemail_action == "hangup":
-            lines.connected(call_sid)  # no stream will come
+            await lines.release(call_sid)  # no stream will come
             logger.info(f"call {call_sid}: answered by {answered_by}; hanging up")
             await _store_finish(store, call_sid, existing, params, "voicemail")
             return _twiml(_hangup())
@@ -127,8 +132,7 @@ def create_router(
                     direction="outbound" if params.get("Direction", "").startswith("outbound")
                     else "inbound",
                 )
-            except Exception as exc:  # the same webhook twice at once
-                lines.connected(call_sid)
+            except Exception as exc:  # the same webhook twice at once: the first keeps the line
                 logger.warning(f"call {call_sid}: not created ({exc.__class__.__name__})")
                 raise HTTPException(status_code=409, detail="call already exists") from None
         else:
@@ -158,8 +162,10 @@ def create_router(
         if call_sid in live:
             return Response(status_code=204)  # the stream is still up; it closes the call
         call = await store.call_by_sid(call_sid)
+        if call is not None and call.status == "in-progress" and call.worker != store.worker:
+            return Response(status_code=204)  # its stream runs on another worker
         if call is not None and call.ended_at is None:
-            lines.connected(call_sid)
+            await lines.release(call_sid)
             logger.info(f"call {call_sid}: closed by status callback ({call_status})")
             await store.finish_call(call.id, status=call_status[:16],
                                     reason=f"twilio-{call_status}")
@@ -278,6 +284,7 @@ def create_router(
             status, reason = "failed", "pipeline-error"
         finally:
             live.pop(call_sid, None)
+            await lines.release(call_sid)
         if lines.cutting_off:
             status, reason = "interrupted", "server-stopped"
         elif control.transferred_to:
