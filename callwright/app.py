@@ -62,7 +62,8 @@ def create_app(
     host = ModelHost(
         paths=paths, processes=settings.model_processes, beam_size=settings.whisper_beam_size,
         voice_prints=settings.speaker_labels,
-        process_setup=functools.partial(logs.configure, settings.log_level),
+        process_setup=functools.partial(logs.configure, settings.log_level,
+                                        settings.log_format),
     )
     cascade = EmbeddedCascade(host=host, policy_factory=Receptionist)
     backend = create_backend(settings.audio_llm_backend,

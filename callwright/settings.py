@@ -6,6 +6,7 @@ import importlib.resources
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
         description="Public https base URL Twilio reaches us at; defaults to http://HOST:PORT.",
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    # Observability (README, "Observability").
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=_env("LOG_FORMAT"),
+        description='"json": one JSON object per line, with the call SID of calls\' lines.',
+    )
     data_dir: Path = Field(Path("data"), validation_alias=_env("CALLWRIGHT_DATA_DIR"))
     database_url: str = Field(
         "", validation_alias=_env("DATABASE_URL"), description="Defaults to SQLite in data_dir."

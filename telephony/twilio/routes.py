@@ -13,6 +13,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from callwright.agent.frames import is_machine
+from callwright.logs import call_context
 from callwright.memory.models import Call
 from callwright.memory.store import CallStore
 from callwright.telephony.handler import CallHandler
@@ -77,7 +78,8 @@ def create_router(
     Webhooks must carry a valid Twilio signature for `config.public_url` (403 otherwise).
     `/voice` admits the call through `lines` (busy TwiML when all are in use), stores it
     and answers with stream TwiML carrying a one-time token; the `/stream` websocket
-    spends that token, runs the call through `handler` and stores how it ended.
+    spends that token, runs the call through `handler` and stores how it ended. What is
+    logged about a call carries its SID (`call_context`).
     """
     router = APIRouter(prefix="/twilio", tags=["twilio"])
     validator = RequestValidator(config.account.auth_token)
@@ -98,7 +100,12 @@ def create_router(
 
     @router.post("/voice")
     async def voice(request: Request) -> Response:
+        """Twilio's voice webhook: admit, store and connect the call's stream, or refuse."""
         params = await signed_form(request)
+        with call_context(call_sid=params["CallSid"]):
+            return await answer(params)
+
+    async def answer(params: dict[str, str]) -> Response:
         call_sid = params["CallSid"]
         answered_by = params.get("AnsweredBy")
         existing = await store.call_by_sid(call_sid)
@@ -152,6 +159,10 @@ def create_router(
     async def status(request: Request) -> Response:
         """Twilio's call status callback: closes calls whose stream never closed them."""
         params = await signed_form(request)
+        with call_context(call_sid=params["CallSid"]):
+            return await status_changed(params)
+
+    async def status_changed(params: dict[str, str]) -> Response:
         call_sid, call_status = params["CallSid"], params.get("CallStatus", "")
         if call_status not in TERMINAL_STATUSES:
             return Response(status_code=204)
@@ -169,6 +180,10 @@ def create_router(
     async def amd(request: Request) -> Response:
         """Asynchronous answering-machine detection: the result arrives mid-call."""
         params = await signed_form(request)
+        with call_context(call_sid=params["CallSid"]):
+            return await answered(params)
+
+    async def answered(params: dict[str, str]) -> Response:
         call_sid, answered_by = params["CallSid"], params.get("AnsweredBy", "unknown")
         call = await store.call_by_sid(call_sid)
         if call is not None:
@@ -235,7 +250,14 @@ def create_router(
                            f"closing with {POLICY_VIOLATION}")
             await _close(websocket, POLICY_VIOLATION, "stream token already used")
             return
+        with call_context(call_sid=call_sid, call_id=call_id):
+            await run_stream(websocket, call_sid=call_sid, stream_sid=stream_sid,
+                             call_id=call_id, params=params)
 
+    async def run_stream(
+        websocket: WebSocket, *, call_sid: str, stream_sid: str, call_id: int, params: dict
+    ) -> None:
+        """Run the call on its accepted stream, then store how it ended."""
         serializer = TwilioMediaStreamSerializer(
             stream_sid=stream_sid, call_sid=call_sid, max_message_bytes=config.max_message_bytes
         )

@@ -26,6 +26,7 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
+from callwright.logs import call_context
 from callwright.memory.store import CallStore
 from callwright.telephony.call_events import CallEventsObserver
 from callwright.telephony.handler import CallHandler
@@ -249,7 +250,8 @@ class WebRTCCalls:
             connection=connection, call_id=call_id, call_sid=call_sid, nonce=nonce, flow=flow
         )
         self._calls[connection.pc_id] = call
-        call.task = asyncio.create_task(self._run(call), name=f"webrtc-{call_sid}")
+        with call_context(call_sid=call_sid, call_id=call_id):  # the task's log context
+            call.task = asyncio.create_task(self._run(call), name=f"webrtc-{call_sid}")
         logger.info(f"call {call_sid}: browser offer from {client_ip} answered (flow {flow})")
         return {**answer, "call_sid": call_sid}
 
