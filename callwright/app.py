@@ -26,6 +26,8 @@ from callwright.memory.db import create_engine, migrate
 from callwright.memory.lifecycle import CallMemory
 from callwright.memory.store import CallStore
 from callwright.memory.writer import TurnWriter
+from callwright.metrics import Metrics
+from callwright.metrics import create_router as metrics_router
 from callwright.settings import Settings
 from callwright.telephony.lines import Lines
 from callwright.telephony.twilio import outbound_api
@@ -50,6 +52,7 @@ def create_app(
             (see `PipelineStep`).
     """
     settings = settings or Settings()
+    metrics = Metrics()
     engine = create_engine(settings.sqlalchemy_url)
     store = CallStore(engine)
     writer = TurnWriter(store)
@@ -69,7 +72,8 @@ def create_app(
     backend = create_backend(settings.audio_llm_backend,
                              BackendContext(settings=settings, cascade=cascade))
     flows = FlowRuntime(
-        directory=settings.flows_dir, default_flow=settings.default_flow, store=store
+        directory=settings.flows_dir, default_flow=settings.default_flow, store=store,
+        on_action_failed=lambda kind: metrics.flow_action_failures.labels(kind).inc(),
     )
     runner = CallRunner(
         backend=backend,
@@ -84,6 +88,7 @@ def create_app(
         record_calls=settings.record_calls,
         model_timeout_s=settings.model_timeout_s,
         steps=steps,
+        metrics=metrics,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -97,7 +102,8 @@ def create_app(
     )
     if settings.webrtc_loopback_candidates:
         ice.add_loopback_candidate()
-    webrtc_calls = webrtc.WebRTCCalls(config=webrtc_config, store=store, handler=runner)
+    webrtc_calls = webrtc.WebRTCCalls(config=webrtc_config, store=store, handler=runner,
+                                      metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -139,7 +145,7 @@ def create_app(
         await asyncio.to_thread(host.close)
         await engine.dispose()
 
-    watchdog = LoopWatchdog()
+    watchdog = LoopWatchdog(on_lag=metrics.observe_loop_lag)
     app = FastAPI(title="callwright", lifespan=lifespan)
     app.state.store = store
     app.state.runner = runner
@@ -148,6 +154,9 @@ def create_app(
     lines = Lines(max_calls=settings.max_calls, active=lambda: runner.active,
                   pending_ttl_s=settings.stream_token_ttl_s)
     app.state.lines = lines
+    app.state.metrics = metrics
+    metrics.watch(calls_active=lambda: runner.active, lines=lines, models=host,
+                  writers=[writer, memory.writer], watchdog=watchdog)
     app.include_router(
         twilio.create_router(
             config=twilio.TwilioConfig(
@@ -163,6 +172,7 @@ def create_app(
             store=store,
             handler=runner,
             lines=lines,
+            metrics=metrics,
         )
     )
     dialer = Dialer(config=OutboundConfig(
@@ -179,6 +189,10 @@ def create_app(
     app.include_router(outbound_api.create_router(store=store, dialer=dialer))
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
+    app.include_router(metrics_router(
+        metrics=metrics,
+        token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+    ))
     app.mount("/admin", site.create_site(
         engine=engine, data_dir=settings.data_dir,
         secure_cookies=settings.base_url.startswith("https://"),

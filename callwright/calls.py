@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from pipecat.observers.base_observer import BaseObserver
@@ -25,10 +25,13 @@ from callwright.flows.policy import FlowPolicy
 from callwright.flows.runtime import FlowRuntime
 from callwright.flows.session import FlowSession
 from callwright.memory.lifecycle import CallMemory
-from callwright.memory.recorder import TurnRecorder
+from callwright.memory.recorder import TurnListener, TurnRecorder
 from callwright.memory.store import CallStore
 from callwright.memory.writer import TurnWriter
 from callwright.recording import CallRecording
+
+if TYPE_CHECKING:
+    from callwright.metrics import Metrics
 
 
 class CallRunner:
@@ -49,6 +52,7 @@ class CallRunner:
         record_calls: bool = True,
         model_timeout_s: float = 20.0,
         steps: Sequence[PipelineStep] = (),
+        metrics: Metrics | None = None,
     ):
         self._backend = backend
         self._models = models
@@ -62,6 +66,7 @@ class CallRunner:
         self._record_calls = record_calls
         self._model_timeout_s = model_timeout_s
         self._steps = tuple(steps)
+        self._metrics = metrics  # turn latencies and counts
         self.fallback: SlotFallback | None = None  # set once the backend can speak
         self.active = 0
 
@@ -107,11 +112,15 @@ class CallRunner:
             logger.error(f"call {call_id}: no model session ({exc!r})")
             session = FailedSession(exc)
         session = GuardedSession(session, event_timeout_s=self._model_timeout_s)
+        listeners: list[TurnListener] = []  # told of each turn as it is stored
+        if self._metrics:
+            listeners.append(self._metrics.observe_turn)
         worker = build_call_worker(
             transport=transport,
             session=session,
             models=self._models,
-            recorder=TurnRecorder(writer=self._writer, call_id=call_id, redactor=redactor),
+            recorder=TurnRecorder(writer=self._writer, call_id=call_id, redactor=redactor,
+                                  listeners=listeners),
             out_sample_rate=sample_rate,
             turn_taking=self._turn_taking,
             observers=observers,

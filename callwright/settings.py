@@ -54,6 +54,10 @@ class Settings(BaseSettings):
         "text", validation_alias=_env("LOG_FORMAT"),
         description='"json": one JSON object per line, with the call SID of calls\' lines.',
     )
+    metrics_token: SecretStr | None = Field(
+        None, validation_alias=_env("METRICS_TOKEN"),
+        description="Bearer token Prometheus presents at /metrics; unset: /metrics is off.",
+    )
     data_dir: Path = Field(Path("data"), validation_alias=_env("CALLWRIGHT_DATA_DIR"))
     database_url: str = Field(
         "", validation_alias=_env("DATABASE_URL"), description="Defaults to SQLite in data_dir."
