@@ -37,6 +37,7 @@ from callwright.telephony.twilio.outbound import Dialer, OutboundConfig
 from callwright.telephony.twilio.rest import TwilioAccount
 from callwright.telephony.webrtc import call_page, ice
 from callwright.telephony.webrtc import routes as webrtc
+from callwright.tracing import create_tracer
 from callwright.watchdog import LoopWatchdog
 
 
@@ -53,6 +54,8 @@ def create_app(
     """
     settings = settings or Settings()
     metrics = Metrics()
+    tracer = create_tracer(endpoint=settings.otel_endpoint,
+                           service_name=settings.otel_service_name)
     engine = create_engine(settings.sqlalchemy_url)
     store = CallStore(engine)
     writer = TurnWriter(store)
@@ -89,6 +92,7 @@ def create_app(
         model_timeout_s=settings.model_timeout_s,
         steps=steps,
         metrics=metrics,
+        tracer=tracer,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -144,6 +148,8 @@ def create_app(
         await cascade.close()
         await asyncio.to_thread(host.close)
         await engine.dispose()
+        if tracer:
+            await asyncio.to_thread(tracer.shutdown)  # export the last calls' spans
 
     watchdog = LoopWatchdog(on_lag=metrics.observe_loop_lag)
     app = FastAPI(title="callwright", lifespan=lifespan)

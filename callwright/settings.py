@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         None, validation_alias=_env("METRICS_TOKEN"),
         description="Bearer token Prometheus presents at /metrics; unset: /metrics is off.",
     )
+    otel_endpoint: str = Field(
+        "", validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP base URL (e.g. http://127.0.0.1:4318) for call and turn "
+        "traces; unset: no tracing.",
+    )
+    otel_service_name: str = Field("callwright", validation_alias=_env("OTEL_SERVICE_NAME"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("CALLWRIGHT_DATA_DIR"))
     database_url: str = Field(
         "", validation_alias=_env("DATABASE_URL"), description="Defaults to SQLite in data_dir."

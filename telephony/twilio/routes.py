@@ -313,7 +313,7 @@ def create_router(
             await handler.run_call(transport=transport, call_id=call_id,
                                    sample_rate=TWILIO_SAMPLE_RATE, control=[control],
                                    flow=flow, answered_by=answered_by,
-                                   variables=variables)
+                                   variables=variables, call_sid=call_sid)
         except Exception:
             logger.exception(f"call {call_sid}: pipeline failed")
             status, reason = "failed", "pipeline-error"

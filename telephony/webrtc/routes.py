@@ -355,6 +355,7 @@ class WebRTCCalls:
                 sample_rate=OUTPUT_SAMPLE_RATE,
                 observers=[events],
                 flow=None if call.flow == DEFAULT_FLOW else call.flow,
+                call_sid=call.call_sid,
             )
         finally:
             watchdog.cancel()
