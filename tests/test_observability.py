@@ -7,6 +7,7 @@ that rings meanwhile is refused. The tests then read what the server exposed abo
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 
 import httpx
@@ -19,7 +20,7 @@ from callwright.metrics import Metrics
 from callwright.metrics import create_router as metrics_router
 from callwright.tracing import create_tracer
 from tests.otlp_standin import OtlpStandIn
-from tests.support import Server, caller, speech_8k, start_server
+from tests.support import ROOT, Server, caller, speech_8k, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -140,6 +141,22 @@ async def test_metrics_want_the_token(observed):
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
     assert "callwright_" not in refused.text
     assert (await _scrape(observed.server)).status_code == 200
+
+
+async def test_the_dashboard_reads_what_the_server_exposes(observed):
+    """deploy/grafana/callwright.json queries only metrics a worker exposes, and shows
+    every callwright_* metric there is."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    families = list(text_string_to_metric_families((await _scrape(observed.server)).text))
+    exposed = {family.name + suffix for family in families
+               for suffix in suffixes.get(family.type, ("",))}
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "callwright.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"]
+             for target in panel.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\b(?:callwright|process)_\w+", expr)}
+    assert used and used <= exposed, used - exposed
+    ours = {family.name for family in families if family.name.startswith("callwright_")}
+    assert {name for name in ours if not any(u.startswith(name) for u in used)} == set()
 
 
 def test_metrics_are_off_without_a_token():
