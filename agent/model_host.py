@@ -231,11 +231,26 @@ class ModelHost:
         self._local: _Models | None = None
         self._pool: _ProcessPool | None = None
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()  # _call runs in many threads at once
 
     @property
     def loaded(self) -> bool:
         """Whether `load()` has succeeded and `close()` has not been called since."""
         return self._local is not None or self._pool is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests made (by any thread) and not yet answered, running or waiting."""
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a model process: those in flight beyond one per process.
+
+        With `processes=0` each request runs at once in its caller's thread: none wait here.
+        """
+        return max(0, self._in_flight - self._processes) if self._processes else 0
 
     def load(self) -> None:
         """Load the models (in every model process); idempotent. Blocking.
@@ -272,6 +287,15 @@ class ModelHost:
         )
 
     def _call(self, method: str, *args: Any) -> Any:
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            return self._run(method, *args)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _run(self, method: str, *args: Any) -> Any:
         if self._local is not None:
             return getattr(self._local, method)(*args)
         pool = self._pool

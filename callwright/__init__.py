@@ -19,6 +19,9 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 # Models come from packages and local paths only: never ask a hub (closed networks).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No progress bars (transformers' "Loading weights") in a server's log: one line of JSON
+# per record is what LOG_FORMAT=json promises.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # onnxruntime (Silero, Smart Turn, Piper) otherwise queues telemetry for upload in a SQLite
 # file under ~/.cache/Microsoft that every process of every server writes to.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -28,6 +28,8 @@ from callwright.memory.db import create_engine, migrate
 from callwright.memory.lifecycle import CallMemory
 from callwright.memory.store import CallStore
 from callwright.memory.writer import TurnWriter
+from callwright.metrics import Metrics
+from callwright.metrics import create_router as metrics_router
 from callwright.settings import Settings
 from callwright.telephony.lines import Lines
 from callwright.telephony.twilio import outbound_api
@@ -37,6 +39,7 @@ from callwright.telephony.twilio.outbound import Dialer, OutboundConfig
 from callwright.telephony.twilio.rest import TwilioAccount
 from callwright.telephony.webrtc import call_page, ice
 from callwright.telephony.webrtc import routes as webrtc
+from callwright.tracing import create_tracer
 from callwright.watchdog import LoopWatchdog
 
 
@@ -52,6 +55,9 @@ def create_app(
             (see `PipelineStep`).
     """
     settings = settings or Settings()
+    metrics = Metrics()
+    tracer = create_tracer(endpoint=settings.otel_endpoint,
+                           service_name=settings.otel_service_name)
     engine = create_engine(settings.sqlalchemy_url)
     cluster = None
     if settings.redis_url:
@@ -71,13 +77,15 @@ def create_app(
     host = ModelHost(
         paths=paths, processes=settings.model_processes, beam_size=settings.whisper_beam_size,
         voice_prints=settings.speaker_labels,
-        process_setup=functools.partial(logs.configure, settings.log_level),
+        process_setup=functools.partial(logs.configure, settings.log_level,
+                                        settings.log_format),
     )
     cascade = EmbeddedCascade(host=host, policy_factory=Receptionist)
     backend = create_backend(settings.audio_llm_backend,
                              BackendContext(settings=settings, cascade=cascade))
     flows = FlowRuntime(
-        directory=settings.flows_dir, default_flow=settings.default_flow, store=store
+        directory=settings.flows_dir, default_flow=settings.default_flow, store=store,
+        on_action_failed=lambda kind: metrics.flow_action_failures.labels(kind).inc(),
     )
     runner = CallRunner(
         backend=backend,
@@ -92,6 +100,8 @@ def create_app(
         record_calls=settings.record_calls,
         model_timeout_s=settings.model_timeout_s,
         steps=steps,
+        metrics=metrics,
+        tracer=tracer,
     )
 
     webrtc_config = webrtc.WebRTCConfig(
@@ -105,7 +115,8 @@ def create_app(
     )
     if settings.webrtc_loopback_candidates:
         ice.add_loopback_candidate()
-    webrtc_calls = webrtc.WebRTCCalls(config=webrtc_config, store=store, handler=runner)
+    webrtc_calls = webrtc.WebRTCCalls(config=webrtc_config, store=store, handler=runner,
+                                      metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -155,8 +166,10 @@ def create_app(
         await cascade.close()
         await asyncio.to_thread(host.close)
         await engine.dispose()
+        if tracer:
+            await asyncio.to_thread(tracer.shutdown)  # export the last calls' spans
 
-    watchdog = LoopWatchdog()
+    watchdog = LoopWatchdog(on_lag=metrics.observe_loop_lag)
     tasks: set[asyncio.Task] = set()
     app = FastAPI(title="callwright", lifespan=lifespan)
     app.state.store = store
@@ -166,6 +179,9 @@ def create_app(
     lines = Lines(max_calls=settings.max_calls, active=lambda: runner.active,
                   pending_ttl_s=settings.stream_token_ttl_s, shared=cluster)
     app.state.lines = lines
+    app.state.metrics = metrics
+    metrics.watch(calls_active=lambda: runner.active, lines=lines, models=host,
+                  writers=[writer, memory.writer], watchdog=watchdog)
     app.include_router(
         twilio.create_router(
             config=twilio.TwilioConfig(
@@ -181,6 +197,7 @@ def create_app(
             store=store,
             handler=runner,
             lines=lines,
+            metrics=metrics,
         )
     )
     dialer = Dialer(config=OutboundConfig(
@@ -197,6 +214,10 @@ def create_app(
     app.include_router(outbound_api.create_router(store=store, dialer=dialer))
     app.include_router(webrtc.create_router(calls=webrtc_calls, config=webrtc_config))
     app.include_router(call_page.create_router())
+    app.include_router(metrics_router(
+        metrics=metrics,
+        token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+    ))
     app.mount("/admin", site.create_site(
         engine=engine, data_dir=settings.data_dir,
         secure_cookies=settings.base_url.startswith("https://"), changes=store.changes,

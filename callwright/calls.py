@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from pipecat.observers.base_observer import BaseObserver
@@ -25,10 +26,14 @@ from callwright.flows.policy import FlowPolicy
 from callwright.flows.runtime import FlowRuntime
 from callwright.flows.session import FlowSession
 from callwright.memory.lifecycle import CallMemory
-from callwright.memory.recorder import TurnRecorder
+from callwright.memory.recorder import TurnListener, TurnRecorder
 from callwright.memory.store import CallStore
 from callwright.memory.writer import TurnWriter
 from callwright.recording import CallRecording
+
+if TYPE_CHECKING:
+    from callwright.metrics import Metrics
+    from callwright.tracing import CallTrace, CallTracer
 
 
 class CallRunner:
@@ -49,6 +54,8 @@ class CallRunner:
         record_calls: bool = True,
         model_timeout_s: float = 20.0,
         steps: Sequence[PipelineStep] = (),
+        metrics: Metrics | None = None,
+        tracer: CallTracer | None = None,
     ):
         self._backend = backend
         self._models = models
@@ -62,6 +69,8 @@ class CallRunner:
         self._record_calls = record_calls
         self._model_timeout_s = model_timeout_s
         self._steps = tuple(steps)
+        self._metrics = metrics  # turn latencies and counts
+        self._tracer = tracer  # a span per call and per agent turn, when tracing is on
         self.fallback: SlotFallback | None = None  # set once the backend can speak
         self.active = 0
 
@@ -77,14 +86,39 @@ class CallRunner:
         record: bool | None = None,
         answered_by: str | None = None,
         variables: Mapping[str, Any] | None = None,
+        call_sid: str | None = None,
     ) -> None:
         """Converse until the call ends.
 
         `flow` overrides the default flow; `control` sees the agent's frames once played
         (transfer, for the transport); `record` overrides the flow's `record:`, which
         overrides the RECORD_CALLS setting; `answered_by` (answering-machine detection on
-        an outbound call) and the dialler's `variables` reach flows as `caller.<name>`.
+        an outbound call) and the dialler's `variables` reach flows as `caller.<name>`;
+        `call_sid` names the call in its trace.
         """
+        tracing = (self._tracer.call(call_id=call_id, call_sid=call_sid) if self._tracer
+                   else contextlib.nullcontext())
+        with tracing as trace:
+            await self._run_call(
+                transport=transport, call_id=call_id, sample_rate=sample_rate,
+                observers=observers, flow=flow, control=control, record=record,
+                answered_by=answered_by, variables=variables, trace=trace,
+            )
+
+    async def _run_call(
+        self,
+        *,
+        transport: BaseTransport,
+        call_id: int,
+        sample_rate: int,
+        observers: Sequence[BaseObserver],
+        flow: str | None,
+        control: Sequence[FrameProcessor],
+        record: bool | None,
+        answered_by: str | None,
+        variables: Mapping[str, Any] | None,
+        trace: CallTrace | None,
+    ) -> None:
         recording = None
         if record is None and self._flows is not None:
             record = await self._flows.records(flow)
@@ -107,11 +141,17 @@ class CallRunner:
             logger.error(f"call {call_id}: no model session ({exc!r})")
             session = FailedSession(exc)
         session = GuardedSession(session, event_timeout_s=self._model_timeout_s)
+        listeners: list[TurnListener] = []  # told of each turn as it is stored
+        if self._metrics:
+            listeners.append(self._metrics.observe_turn)
+        if trace:
+            listeners.append(trace.on_turn)
         worker = build_call_worker(
             transport=transport,
             session=session,
             models=self._models,
-            recorder=TurnRecorder(writer=self._writer, call_id=call_id, redactor=redactor),
+            recorder=TurnRecorder(writer=self._writer, call_id=call_id, redactor=redactor,
+                                  listeners=listeners),
             out_sample_rate=sample_rate,
             turn_taking=self._turn_taking,
             observers=observers,

@@ -178,6 +178,7 @@ def model_server(
     tls_key: Path = typer.Option(None, envvar="MODEL_WORKER_TLS_KEY",
                                  help="PEM private key for --tls-cert."),
     log_level: str = typer.Option("INFO", envvar="LOG_LEVEL"),
+    log_format: str = typer.Option("text", envvar="LOG_FORMAT", help='"text" or "json".'),
 ) -> None:
     """Run a model worker that hosts one audio-LLM backend (see README, "Audio LLM backends")."""
     from callwright import logs
@@ -186,7 +187,9 @@ def model_server(
     from callwright.agent.workers.server import is_loopback
     from callwright.settings import Settings
 
-    logs.configure(log_level)
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter(f'LOG_FORMAT is "text" or "json", not {log_format!r}')
+    logs.configure(log_level, log_format)
     try:
         secret = worker_secret(secret_file)
         tls = tls_context(tls_cert, tls_key)

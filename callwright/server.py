@@ -72,10 +72,11 @@ def create_server(
     Returns:
         A server to run with `await server.serve()`.
     """
+    settings = settings or Settings()
+    # Before the app's imports: pipecat logs as it is imported, in the chosen format.
+    logs.configure("WARNING" if quiet else settings.log_level, settings.log_format)
     from callwright.app import create_app  # the models' imports: only once a server is wanted
 
-    settings = settings or Settings()
-    logs.configure("WARNING" if quiet else settings.log_level)
     application = create_app(settings, steps=steps)
     config = uvicorn.Config(
         application,
@@ -86,6 +87,7 @@ def create_server(
         # ~4% of the event loop's time at 12 calls.
         ws_per_message_deflate=False,
         log_level="warning" if quiet else "info",
+        log_config=None,  # uvicorn logs through loguru (logs.configure): masked, maybe JSON
         access_log=not quiet,
         lifespan="on",
     )

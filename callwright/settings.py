@@ -7,6 +7,7 @@ import secrets
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,21 @@ class Settings(BaseSettings):
         description="Public https base URL Twilio reaches us at; defaults to http://HOST:PORT.",
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    # Observability (README, "Observability").
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=_env("LOG_FORMAT"),
+        description='"json": one JSON object per line, with the call SID of calls\' lines.',
+    )
+    metrics_token: SecretStr | None = Field(
+        None, validation_alias=_env("METRICS_TOKEN"),
+        description="Bearer token Prometheus presents at /metrics; unset: /metrics is off.",
+    )
+    otel_endpoint: str = Field(
+        "", validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP base URL (e.g. http://127.0.0.1:4318) for call and turn "
+        "traces; unset: no tracing.",
+    )
+    otel_service_name: str = Field("callwright", validation_alias=_env("OTEL_SERVICE_NAME"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("CALLWRIGHT_DATA_DIR"))
     database_url: str = Field(
         "", validation_alias=_env("DATABASE_URL"), description="Defaults to SQLite in data_dir."

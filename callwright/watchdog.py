@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -25,13 +26,22 @@ class LoopWatchdog:
         period_s: The heartbeat's interval.
         warn_after_s: Lateness that counts as a stall: logged, counted in `stalls`, and
             the loop thread's stack logged once per stall.
+        on_lag: Hears each heartbeat's lateness in seconds, on the loop (a metric's
+            `observe`, say); it must be quick.
 
     Attributes:
         worst_lag_ms: The most a heartbeat has been late so far.
     """
 
-    def __init__(self, *, period_s: float = 0.02, warn_after_s: float = 0.1):
+    def __init__(
+        self,
+        *,
+        period_s: float = 0.02,
+        warn_after_s: float = 0.1,
+        on_lag: Callable[[float], None] | None = None,
+    ):
         self._period = period_s
+        self._on_lag = on_lag
         self._warn_after = warn_after_s
         self._beat = time.monotonic()
         self._loop_thread = 0  # set by start(), on the loop's thread
@@ -62,6 +72,8 @@ class LoopWatchdog:
             lag = now - self._beat - self._period
             self.worst_lag_ms = max(self.worst_lag_ms, lag * 1000)
             self._recent_ms.append(lag * 1000)
+            if self._on_lag:
+                self._on_lag(lag)
             if lag > self._warn_after:
                 self.stalls += 1
                 logger.warning(f"Event loop stalled {lag * 1000:.0f} ms")

@@ -126,7 +126,7 @@ class FlowActions:
             except ValueError:
                 result = response.text
         except Exception as exc:
-            return self._action_failed(action.on_error, f"webhook {url}", exc)
+            return self._action_failed(action.on_error, f"webhook {url}", exc, kind="webhook")
         if action.save_as:
             self.vars[action.save_as] = result
         return None
@@ -141,13 +141,18 @@ class FlowActions:
                 call = asyncio.to_thread(function, **kwargs)
             result = await asyncio.wait_for(call, action.timeout_s)
         except Exception as exc:
-            return self._action_failed(action.on_error, f"function {action.handler}", exc)
+            return self._action_failed(action.on_error, f"function {action.handler}", exc,
+                                       kind="function")
         if action.save_as:
             self.vars[action.save_as] = result
         return None
 
-    def _action_failed(self, on_error: str | None, what: str, exc: Exception) -> str | None:
+    def _action_failed(
+        self, on_error: str | None, what: str, exc: Exception, *, kind: str
+    ) -> str | None:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         logger.warning(f"flow {self.spec.name} node {self.node_name}: {what} failed ({reason})")
         self.vars["last_error"] = reason
+        if self._on_action_failed:
+            self._on_action_failed(kind)
         return on_error

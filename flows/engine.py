@@ -54,6 +54,8 @@ class FlowRun(FlowActions, SlotFilling):
             changed its slots (a `FlowRecorder`, say).
         http: The client `webhook` actions use; None: a new one per request.
         today: The date `today()` gives in expressions; None: the clock's.
+        on_action_failed: Told the type of each action that fails ("webhook",
+            "function"): a metric's count, say.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class FlowRun(FlowActions, SlotFilling):
         on_change: Callable[[FlowSnapshot], None] | None = None,
         http: httpx.AsyncClient | None = None,
         today: date | None = None,
+        on_action_failed: Callable[[str], None] | None = None,
     ):
         self.flow = flow
         self.spec = flow.spec
@@ -78,6 +81,7 @@ class FlowRun(FlowActions, SlotFilling):
         self._on_change = on_change
         self._http = http
         self._today = today
+        self._on_action_failed = on_action_failed
         self._asked: str | None = None  # the slot whose question was put last
         self._no_match = 0
         self._silences = 0

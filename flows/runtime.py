@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
@@ -24,6 +25,8 @@ class FlowRuntime:
         directory: The directory of flow files.
         default_flow: The flow a call runs when it names none; empty: no default.
         store: Where every run's state is recorded.
+        on_action_failed: Told the type of every flow action that fails ("webhook",
+            "function"): a metric's count, say.
     """
 
     def __init__(
@@ -32,10 +35,12 @@ class FlowRuntime:
         directory: Path,
         default_flow: str,
         store: FlowStore,
+        on_action_failed: Callable[[str], None] | None = None,
     ):
         self.library = FlowLibrary(directory)
         self.default_flow = default_flow
         self._store = store
+        self._on_action_failed = on_action_failed
 
     async def load(self) -> None:
         """Check the default flow (if any) and load the intent model before the first call."""
@@ -80,6 +85,7 @@ class FlowRuntime:
         return FlowRun(
             flow=flow, caller=caller or {}, memory=remember,
             on_change=FlowRecorder(store=self._store, call_id=call_id),
+            on_action_failed=self._on_action_failed,
         )
 
     async def open_session(

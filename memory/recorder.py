@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+from loguru import logger
 from pipecat.frames.frames import Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -10,20 +13,32 @@ from callwright.memory.redact import Redactor
 from callwright.memory.store import TurnRecord
 from callwright.memory.writer import TurnWriter
 
+TurnListener = Callable[[CallerTurnFrame | AgentTurnFrame], None]
+"""Hears each finished turn as it is stored (metrics, tracing); must be quick, on the loop."""
+
 
 class TurnRecorder(FrameProcessor):
     """Consumes turn frames and hands them to the writer; never waits on the database.
 
     With a redactor, card numbers, phone numbers and emails never reach storage.
+    `listeners` hear each turn frame as it is stored, unredacted; one that raises is
+    logged and the call goes on.
     """
 
     def __init__(
-        self, *, writer: TurnWriter, call_id: int, redactor: Redactor | None = None, **kwargs
+        self,
+        *,
+        writer: TurnWriter,
+        call_id: int,
+        redactor: Redactor | None = None,
+        listeners: Sequence[TurnListener] = (),
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self._writer = writer
         self._call_id = call_id
         self._redactor = redactor
+        self._listeners = tuple(listeners)
         self._seq = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -42,6 +57,12 @@ class TurnRecorder(FrameProcessor):
             )
         else:
             await self.push_frame(frame, direction)
+            return
+        for listener in self._listeners:
+            try:
+                listener(frame)
+            except Exception:  # telemetry must not end a call
+                logger.exception(f"{self}: turn listener {listener!r} failed")
 
     def _store(self, **fields) -> None:
         if self._redactor:

@@ -39,6 +39,12 @@ class OrderedWriter(Generic[T]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task | None = None
+        self.dropped = 0  # records dropped from a full buffer, since start
+
+    @property
+    def depth(self) -> int:
+        """Records buffered now: written, and not yet stored."""
+        return len(self._buffer)
 
     def start(self) -> None:
         """Start the background task that stores what is written; once, in the running loop."""
@@ -48,6 +54,7 @@ class OrderedWriter(Generic[T]):
         """Buffer a record to be stored, without waiting; a full buffer drops its oldest."""
         if len(self._buffer) >= self._max:
             self._buffer.popleft()  # logged without its content: it may be personal data
+            self.dropped += 1
             logger.error(f"{self.what} buffer full: dropped the oldest")
         self._buffer.append(record)
         self._idle.clear()

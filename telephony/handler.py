@@ -25,8 +25,10 @@ class CallHandler(Protocol):
         record: bool | None = None,
         answered_by: str | None = None,
         variables: Mapping[str, Any] | None = None,
+        call_sid: str | None = None,
     ) -> None:
         """Run the conversation (the default flow, or `flow`) until it ends; `control`
         processors see the agent's frames once played (transfer, hang-up); `record`
         overrides the recording setting; `answered_by` is the carrier's answering-machine
-        detection result on an outbound call, `variables` what its dialler passed."""
+        detection result on an outbound call, `variables` what its dialler passed;
+        `call_sid` is the transport's name for the call (its trace carries it)."""

@@ -97,10 +97,13 @@ async def order_api():
     ("9", "I can't look orders up right now.", "failed"),  # HTTP 500
 ])
 async def test_webhook_branches_on_its_answer_and_errors(order_api, order, expected, node):
-    run = FlowRun(flow=load_flow_text(WEBHOOK_FLOW), caller={"api": order_api})
+    failures: list[str] = []  # what the server counts in callwright_flow_action_failures
+    run = FlowRun(flow=load_flow_text(WEBHOOK_FLOW), caller={"api": order_api},
+                  on_action_failed=failures.append)
     await run.start()
     turn = await run.on_text(f"It's order number {order}.")
     assert (turn.text, run.node_name, turn.end_call) == (expected, node, True)
+    assert failures == (["webhook"] if node == "failed" else [])
 
 
 async def test_python_handler_and_remember():

@@ -13,8 +13,10 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from callwright.agent.frames import is_machine
+from callwright.logs import call_context
 from callwright.memory.models import Call
 from callwright.memory.store import CallStore
+from callwright.metrics import Metrics
 from callwright.telephony.handler import CallHandler
 from callwright.telephony.lines import Lines
 from callwright.telephony.numbers import mask_number
@@ -70,16 +72,24 @@ class TwilioConfig:
 
 
 def create_router(
-    *, config: TwilioConfig, store: CallStore, handler: CallHandler, lines: Lines
+    *,
+    config: TwilioConfig,
+    store: CallStore,
+    handler: CallHandler,
+    lines: Lines,
+    metrics: Metrics | None = None,
 ) -> APIRouter:
     """Router under `/twilio`: `POST /voice`, `POST /status`, `POST /amd` and `/stream`.
 
     Webhooks must carry a valid Twilio signature for `config.public_url` (403 otherwise).
     `/voice` admits the call through `lines` (busy TwiML when all are in use), stores it
     and answers with stream TwiML carrying a one-time token; the `/stream` websocket
-    spends that token, runs the call through `handler` and stores how it ended.
+    spends that token, runs the call through `handler` and stores how it ended. What
+    is admitted, refused, rejected and ended is counted in `metrics`; what is logged
+    about a call carries its SID (`call_context`).
     """
     router = APIRouter(prefix="/twilio", tags=["twilio"])
+    metrics = metrics or Metrics()
     validator = RequestValidator(config.account.auth_token)
     live: dict[str, TwilioCallControl] = {}  # call SID -> its control, while streaming
 
@@ -89,16 +99,24 @@ def create_router(
         url = config.public_url + request.url.path
         if request.url.query:
             url += "?" + request.url.query
+        endpoint = request.url.path.rsplit("/", 1)[-1]
         if not validator.validate(url, params, request.headers.get("X-Twilio-Signature", "")):
             logger.warning(f"{request.url.path}: bad signature for {url}")
+            metrics.twilio_rejected.labels(endpoint, "signature").inc()
             raise HTTPException(status_code=403, detail="invalid Twilio signature")
         if not params.get("CallSid", "").startswith("CA"):
+            metrics.twilio_rejected.labels(endpoint, "no_call_sid").inc()
             raise HTTPException(status_code=400, detail="CallSid is missing")
         return params
 
     @router.post("/voice")
     async def voice(request: Request) -> Response:
+        """Twilio's voice webhook: admit, store and connect the call's stream, or refuse."""
         params = await signed_form(request)
+        with call_context(call_sid=params["CallSid"]):
+            return await answer(params)
+
+    async def answer(params: dict[str, str]) -> Response:
         call_sid = params["CallSid"]
         answered_by = params.get("AnsweredBy")
         existing = await store.call_by_sid(call_sid)
@@ -107,6 +125,7 @@ def create_router(
         )
         if existing is not None and not placed_by_us:  # a retried or replayed webhook
             logger.warning(f"call {call_sid}: webhook for a call already answered")
+            metrics.twilio_rejected.labels("voice", "duplicate").inc()
             raise HTTPException(status_code=409, detail="call already exists")
         if lines.draining and lines.shared:
             # Stopping, and other workers share the lines: the balancer gives it to one.
@@ -116,7 +135,9 @@ def create_router(
         if not await lines.admit(call_sid):
             logger.warning(f"call {call_sid}: all {lines.max_calls} lines busy"
                            f"{' (draining)' if lines.draining else ''}; refusing politely")
+            metrics.calls_refused.labels("twilio", "draining" if lines.draining else "busy").inc()
             return _twiml(_busy())
+        metrics.calls_admitted.labels("twilio").inc()
         if answered_by and is_machine(answered_by) and config.voicemail_action == "hangup":
             await lines.release(call_sid)  # no stream will come
             logger.info(f"call {call_sid}: answered by {answered_by}; hanging up")
@@ -156,6 +177,10 @@ def create_router(
     async def status(request: Request) -> Response:
         """Twilio's call status callback: closes calls whose stream never closed them."""
         params = await signed_form(request)
+        with call_context(call_sid=params["CallSid"]):
+            return await status_changed(params)
+
+    async def status_changed(params: dict[str, str]) -> Response:
         call_sid, call_status = params["CallSid"], params.get("CallStatus", "")
         if call_status not in TERMINAL_STATUSES:
             return Response(status_code=204)
@@ -175,6 +200,10 @@ def create_router(
     async def amd(request: Request) -> Response:
         """Asynchronous answering-machine detection: the result arrives mid-call."""
         params = await signed_form(request)
+        with call_context(call_sid=params["CallSid"]):
+            return await answered(params)
+
+    async def answered(params: dict[str, str]) -> Response:
         call_sid, answered_by = params["CallSid"], params.get("AnsweredBy", "unknown")
         call = await store.call_by_sid(call_sid)
         if call is not None:
@@ -191,6 +220,7 @@ def create_router(
         signature = websocket.headers.get("x-twilio-signature", "")
         if not validator.validate(config.stream_url, {}, signature):
             logger.warning("media stream: bad or missing signature on the upgrade")
+            metrics.twilio_rejected.labels("stream", "signature").inc()
             await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
             return
         await websocket.accept()
@@ -210,11 +240,13 @@ def create_router(
         except BadMessage as exc:
             logger.warning(f"media stream: refused before start: {exc.why}; "
                            f"closing with {exc.code}")
+            metrics.twilio_rejected.labels("stream", "protocol").inc()
             await _close(websocket, exc.code)
             return
         except TimeoutError:
             logger.warning(f"media stream: no start within {START_TIMEOUT_S:.0f} s; "
                            f"closing with {POLICY_VIOLATION}")
+            metrics.twilio_rejected.labels("stream", "no_start").inc()
             await _close(websocket, POLICY_VIOLATION)
             return
         except WebSocketDisconnect as exc:  # the peer left, or the websocket layer refused
@@ -232,6 +264,7 @@ def create_router(
         except tokens.TokenError as exc:
             logger.warning(f"call {call_sid[:40]}: refused stream: {exc}; "
                            f"closing with {POLICY_VIOLATION}")
+            metrics.twilio_rejected.labels("stream", "token").inc()
             await _close(websocket, POLICY_VIOLATION, str(exc))
             return
         call_id = await store.claim_stream(call_sid=call_sid, nonce=token.nonce,
@@ -239,9 +272,17 @@ def create_router(
         if call_id is None:
             logger.warning(f"call {call_sid}: refused stream: token already used; "
                            f"closing with {POLICY_VIOLATION}")
+            metrics.twilio_rejected.labels("stream", "token_used").inc()
             await _close(websocket, POLICY_VIOLATION, "stream token already used")
             return
+        with call_context(call_sid=call_sid, call_id=call_id):
+            await run_stream(websocket, call_sid=call_sid, stream_sid=stream_sid,
+                             call_id=call_id, params=params)
 
+    async def run_stream(
+        websocket: WebSocket, *, call_sid: str, stream_sid: str, call_id: int, params: dict
+    ) -> None:
+        """Run the call on its accepted stream, then store how it ended."""
         serializer = TwilioMediaStreamSerializer(
             stream_sid=stream_sid, call_sid=call_sid, max_message_bytes=config.max_message_bytes
         )
@@ -278,7 +319,7 @@ def create_router(
             await handler.run_call(transport=transport, call_id=call_id,
                                    sample_rate=TWILIO_SAMPLE_RATE, control=[control],
                                    flow=flow, answered_by=answered_by,
-                                   variables=variables)
+                                   variables=variables, call_sid=call_sid)
         except Exception:
             logger.exception(f"call {call_sid}: pipeline failed")
             status, reason = "failed", "pipeline-error"
@@ -297,6 +338,7 @@ def create_router(
             if control.left_machine:
                 reason = "voicemail"
             await hang_up(config.account, call_sid)
+        metrics.calls_ended.labels("twilio", status, reason).inc()
         await _finish(store, call_id, status=status, reason=reason,
                       transferred_to=control.transferred_to)
         logger.info(f"call {call_sid}: ended ({reason})")

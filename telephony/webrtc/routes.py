@@ -26,7 +26,9 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pydantic import AliasChoices, BaseModel, Field, ValidationError
 
+from callwright.logs import call_context
 from callwright.memory.store import CallStore
+from callwright.metrics import Metrics
 from callwright.telephony.call_events import CallEventsObserver
 from callwright.telephony.handler import CallHandler
 from callwright.telephony.webrtc.ice import rtc_ice_servers
@@ -181,12 +183,17 @@ class WebRTCCall:
 
 
 class WebRTCCalls:
-    """The peer connections this server holds, by pc_id, and the call running on each."""
+    """The peer connections this server holds, by pc_id, and the call running on each.
 
-    def __init__(self, *, config: WebRTCConfig, store: CallStore, handler: CallHandler):
+    Calls admitted, refused and ended are counted in `metrics`.
+    """
+
+    def __init__(self, *, config: WebRTCConfig, store: CallStore, handler: CallHandler,
+                 metrics: Metrics | None = None):
         self._config = config
         self._store = store
         self._handler = handler
+        self._metrics = metrics or Metrics()
         self._limiter = RateLimiter(limit=config.offers_per_minute)
         self._calls: dict[str, WebRTCCall] = {}
         self._ice_servers = rtc_ice_servers(config.ice_servers)
@@ -214,8 +221,10 @@ class WebRTCCalls:
         if request.pc_id is not None:
             return await self._renegotiate(request)
         if not self._limiter.allow(client_ip):
+            self._metrics.calls_refused.labels("webrtc", "rate_limited").inc()
             raise OfferError(429, "too many call attempts from this address; wait a minute")
         if len(self._calls) >= self._config.max_sessions:
+            self._metrics.calls_refused.labels("webrtc", "busy").inc()
             raise OfferError(503, "all browser-call slots are busy; try again shortly")
         flow = (request.request_data or {}).get("flow") or DEFAULT_FLOW
         if flow not in list_flows(self._config.flows_dir):
@@ -249,7 +258,9 @@ class WebRTCCalls:
             connection=connection, call_id=call_id, call_sid=call_sid, nonce=nonce, flow=flow
         )
         self._calls[connection.pc_id] = call
-        call.task = asyncio.create_task(self._run(call), name=f"webrtc-{call_sid}")
+        self._metrics.calls_admitted.labels("webrtc").inc()
+        with call_context(call_sid=call_sid, call_id=call_id):  # the task's log context
+            call.task = asyncio.create_task(self._run(call), name=f"webrtc-{call_sid}")
         logger.info(f"call {call_sid}: browser offer from {client_ip} answered (flow {flow})")
         return {**answer, "call_sid": call_sid}
 
@@ -309,6 +320,7 @@ class WebRTCCalls:
         finally:
             self._calls.pop(call.connection.pc_id, None)
             await call.connection.disconnect()
+            self._metrics.calls_ended.labels("webrtc", status, reason).inc()
             await self._store.finish_call(call.call_id, status=status, reason=reason)
             logger.info(f"call {call.call_sid}: ended ({reason})")
 
@@ -343,6 +355,7 @@ class WebRTCCalls:
                 sample_rate=OUTPUT_SAMPLE_RATE,
                 observers=[events],
                 flow=None if call.flow == DEFAULT_FLOW else call.flow,
+                call_sid=call.call_sid,
             )
         finally:
             watchdog.cancel()
