@@ -91,8 +91,20 @@ class LoopWatchdog:
             if time.monotonic() - beat < self._warn_after or beat == reported:
                 continue
             reported = beat
-            frame = sys._current_frames().get(self._loop_thread)
-            if frame is not None:
-                stack = "".join(traceback.format_stack(frame)[-12:])  # innermost calls
+            if stack := self._loop_stack():
                 logger.warning(f"Event loop busy for over {self._warn_after * 1000:.0f} ms "
                                f"in:\n{stack}")
+
+    def _loop_stack(self) -> str:
+        """The loop thread's innermost calls now, as text.
+
+        No frame outlives this: a frame kept (in a variable until the next stall) keeps
+        its locals alive, and a numpy view among them keeps its buffer exported, so the
+        next `bytearray +=` on that buffer fails (pipecat's volume tracker: every frame of
+        that call's audio refused).
+        """
+        frame = sys._current_frames().get(self._loop_thread)
+        try:
+            return "" if frame is None else "".join(traceback.format_stack(frame)[-12:])
+        finally:
+            del frame
