@@ -142,7 +142,7 @@ async def kill_one(service: Service, calls: int) -> list[str]:
     started = [asyncio.Event() for _ in callers]
     tasks = [asyncio.create_task(one_call(c, 4, s)) for c, s in zip(callers, started,
                                                                     strict=True)]
-    await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 60)
+    await asyncio.wait([asyncio.create_task(s.wait()) for s in started], timeout=60)
     await asyncio.sleep(3)
     live = [c for c in (await service.api("/api/calls", limit=200)).json()
             if c["status"] == "in-progress" and c["call_sid"] in {x.call_sid for x in callers}]
@@ -153,7 +153,10 @@ async def kill_one(service: Service, calls: int) -> list[str]:
     victim = service.workers[victim_name]
     victim.process.send_signal(signal.SIGKILL)
     killed = time.monotonic()
-    results = await asyncio.gather(*tasks)
+    done, pending = await asyncio.wait(tasks, timeout=120)
+    for task in pending:  # a call that neither ended nor answered: count it as lost
+        task.cancel()
+    results = [t.result() if t in done else ([], 0, "hung") for t in tasks]
     await asyncio.sleep(LEASE_S * 1.5)
     lost_turns, others_ok, others, victims_closed, victims = 0, 0, 0, 0, 0
     for twilio, (_, replies, error) in zip(callers, results, strict=True):
