@@ -17,6 +17,7 @@ from callwright.admin import api, site
 from callwright.agent import analyzers, models
 from callwright.agent.backends.cascade import EmbeddedCascade
 from callwright.agent.backends.registry import BackendContext, create_backend
+from callwright.agent.backends.worker_pool import WorkerPool
 from callwright.agent.fallback import SlotFallback
 from callwright.agent.model_host import ModelHost
 from callwright.agent.pipeline import PipelineStep
@@ -180,8 +181,11 @@ def create_app(
                   pending_ttl_s=settings.stream_token_ttl_s, shared=cluster)
     app.state.lines = lines
     app.state.metrics = metrics
+    pool = backend if isinstance(backend, WorkerPool) else None
+    model_workers = (lambda: pool.workers) if pool else None
     metrics.watch(calls_active=lambda: runner.active, lines=lines, models=host,
-                  writers=[writer, memory.writer], watchdog=watchdog)
+                  writers=[writer, memory.writer], watchdog=watchdog,
+                  model_workers=model_workers)
     app.include_router(
         twilio.create_router(
             config=twilio.TwilioConfig(
@@ -233,6 +237,7 @@ def create_app(
             "worst_loop_lag_ms": round(watchdog.worst_lag_ms), "loop_stalls": watchdog.stalls,
             "loop_lag_ms": {"p50": round(watchdog.recent_lag_ms(0.5), 1),
                             "p99": round(watchdog.recent_lag_ms(0.99), 1)},
+            **({"model_workers": model_workers()} if model_workers else {}),
         })
 
     return app

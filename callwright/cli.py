@@ -177,6 +177,14 @@ def model_server(
                                   help="PEM certificate (chain): serve wss://."),
     tls_key: Path = typer.Option(None, envvar="MODEL_WORKER_TLS_KEY",
                                  help="PEM private key for --tls-cert."),
+    advertise: str = typer.Option(
+        "", envvar="MODEL_WORKER_ADVERTISE",
+        help="URL the call servers reach this worker at (ws[s]://host:port): joins their "
+             "pools through REDIS_URL, and leaves them on SIGTERM. Needs the shared secret."),
+    redis_url: str = typer.Option("", envvar="REDIS_URL", help="The call servers' Redis."),
+    drain_seconds: float = typer.Option(
+        300.0, envvar="MODEL_WORKER_DRAIN_SECONDS",
+        help="On SIGTERM, how long open sessions may go on (no new ones are taken)."),
     log_level: str = typer.Option("INFO", envvar="LOG_LEVEL"),
     log_format: str = typer.Option("text", envvar="LOG_FORMAT", help='"text" or "json".'),
 ) -> None:
@@ -198,6 +206,9 @@ def model_server(
     if secret is None and not is_loopback(host):  # before loading a model for minutes
         raise typer.BadParameter(f"--host {host} needs a shared secret: MODEL_WORKER_SECRET "
                                  "or --secret-file (README, 'Model workers')")
+    if advertise and (secret is None or not redis_url):
+        raise typer.BadParameter("--advertise needs REDIS_URL and a shared secret "
+                                 "(MODEL_WORKER_SECRET or --secret-file), which signs the entry")
     options = ModelOptions(
         model_path=model_path, device=device, dtype=dtype, max_text_tokens=max_text_tokens,
         max_speech_codes=max_speech_codes, fac_source_dir=fac_source_dir,
@@ -208,7 +219,8 @@ def model_server(
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     asyncio.run(run_worker(hosted, host=host, port=port, max_sessions=max_sessions,
-                           secret=secret, tls=tls))
+                           secret=secret, tls=tls, advertise=advertise.rstrip("/"),
+                           redis_url=redis_url, drain_s=drain_seconds))
 
 
 @app.command()

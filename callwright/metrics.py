@@ -121,6 +121,7 @@ class Metrics:
         models: ModelHost | None = None,
         writers: Sequence[OrderedWriter] = (),
         watchdog: LoopWatchdog | None = None,
+        model_workers: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         """Read these objects' levels at every scrape; call once.
 
@@ -130,9 +131,11 @@ class Metrics:
             models: The embedded models' host: requests waiting for a model process.
             writers: The database writers: records buffered, records dropped.
             watchdog: The event-loop watchdog: stalls counted.
+            model_workers: The model-worker pool's state per worker (`WorkerPool.workers`).
         """
         self.registry.register(_Levels(calls_active=calls_active, lines=lines, models=models,
-                                       writers=writers, watchdog=watchdog))
+                                       writers=writers, watchdog=watchdog,
+                                       model_workers=model_workers))
 
     def observe_turn(self, frame: CallerTurnFrame | AgentTurnFrame) -> None:
         """Count a finished turn; for the agent's, observe its latency and stages."""
@@ -160,7 +163,9 @@ class _Levels(Collector):
 
     def __init__(self, *, calls_active: Callable[[], int], lines: Lines | None,
                  models: ModelHost | None, writers: Sequence[OrderedWriter],
-                 watchdog: LoopWatchdog | None):
+                 watchdog: LoopWatchdog | None,
+                 model_workers: Callable[[], dict[str, str]] | None):
+        self._model_workers = model_workers
         self._calls_active = calls_active
         self._lines = lines
         self._models = models
@@ -200,6 +205,14 @@ class _Levels(Collector):
                 dropped.add_metric([writer.what], writer.dropped)
             yield depth
             yield dropped
+        if self._model_workers:
+            states = GaugeMetricFamily("callwright_model_workers",
+                                       "Model workers in the pool, by state (up, down, "
+                                       "draining, loading, unprobed).", labels=["state"])
+            now = [state.split(" ", 1)[0] for state in self._model_workers().values()]
+            for state in ("up", "down", "draining", "loading", "unprobed"):
+                states.add_metric([state], now.count(state))
+            yield states
         if self._watchdog:
             yield CounterMetricFamily("callwright_event_loop_stalls",
                                       "Heartbeats over 100 ms late.", self._watchdog.stalls)

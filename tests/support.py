@@ -239,13 +239,17 @@ class ModelWorkerProcess:
                 self.process.kill()
 
 
-def start_model_worker(tmp: Path, *args: str) -> ModelWorkerProcess:
-    """`callwright model-server ARGS` on a free port, once its /health answers."""
+def start_model_worker(tmp: Path, *args: str, advertise: bool = False,
+                       **env: str) -> ModelWorkerProcess:
+    """`callwright model-server ARGS` on a free port, once its /health answers; with
+    `advertise`, it joins the pools through Redis (`env` gives REDIS_URL and the secret)."""
     port = free_port()
     log_path = tmp / f"worker-{port}.log"
+    if advertise:
+        args = (*args, "--advertise", f"ws://127.0.0.1:{port}")
     process = subprocess.Popen(
         [sys.executable, "-m", "callwright", "model-server", "--port", str(port), *args],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, cwd=ROOT,
         stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )
     worker = ModelWorkerProcess(process=process, port=port, log_path=log_path)

@@ -125,7 +125,8 @@ def _scripted(context: BackendContext) -> AudioLLM:
 def _workers(context: BackendContext) -> AudioLLM:
     from callwright.agent.backends.worker_pool import WorkerPool
 
-    return WorkerPool(urls=context.settings.audio_llm_worker_urls)
+    return WorkerPool(urls=context.settings.audio_llm_worker_urls,
+                      redis_url=context.settings.redis_url)
 
 
 @register_backend("openai")

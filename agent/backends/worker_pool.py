@@ -1,10 +1,21 @@
-"""The worker-pool backend: an `AudioLLM` whose sessions run on model workers.
+"""The worker-pool backend: an `AudioLLM` whose sessions run on a pool of model workers.
 
-Each call gets a websocket session on a free worker. Admission control is the
-workers' own: one that is busy refuses the session (HTTP 503 or close 1013), the
-pool tries the next, and when none is free `open_session()` raises `BackendBusy` so
-the call falls back at once instead of waiting. A worker that dies mid-turn ends
-the turn with `EndOfTurn(error=...)`, never a hang.
+- **Health.** Once loaded, the pool asks every worker's `/health` every
+  `health_every_s`. A worker that fails two probes in a row, or whose connection drops,
+  is down: no new call goes to it, and its calls move (below) without waiting for
+  their own sockets to time out. A probe that answers again brings it back.
+- **Least busy.** A new call goes to the up worker with the smallest share of its
+  sessions in use (its last health report plus the sessions opened since). A busy
+  worker refuses the session (HTTP 503 or close 1013) and the next is tried; when none
+  accepts, `open_session()` raises `BackendBusy` so the call falls back at once.
+- **Moving calls.** A call whose worker is lost before it said anything of the turn
+  runs that same turn on another worker (each turn carries the conversation's text),
+  so the caller hears nothing of the move. Lost mid-reply, or with no other worker
+  free, the turn ends with `EndOfTurn(error=...)` and the call's fallback (an apology,
+  then the embedded cascade) takes over: never dead air.
+- **Joining and leaving.** Besides the fixed `urls`, workers advertised in Redis
+  (`registry`) join and leave at the next health round; one that drains (SIGTERM) says
+  so in its health and gets no new calls.
 
 The pool presents the workers' shared secret (`MODEL_WORKER_SECRET`) on every session and
 health request, and checks `wss://` workers' certificates against the system's CAs or
@@ -20,14 +31,15 @@ import itertools
 import os
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 from loguru import logger
 from pydantic import ValidationError
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from redis.exceptions import RedisError
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from callwright.agent.backend import (
     AudioLLM,
@@ -39,18 +51,18 @@ from callwright.agent.backend import (
     TurnRequest,
 )
 from callwright.agent.workers import protocol as p
+from callwright.agent.workers.client import (
+    WorkerLost,
+    WorkerSession,
+    connect_session,
+    http_url,
+    why,
+)
+from callwright.agent.workers.registry import WorkerRegistry
 
 CONNECT_TIMEOUT_S = 3.0
-CANCEL_TIMEOUT_S = 5.0
-
-
-class WorkerLost(RuntimeError):
-    """The worker's connection ended while a session needed it."""
-
-
-def _http_url(ws_url: str, path: str) -> str:
-    scheme, _, rest = ws_url.rstrip("/").partition("://")
-    return f"{'https' if scheme == 'wss' else 'http'}://{rest}{path}"
+HEALTH_EVERY_S = 1.0
+DOWN_AFTER_FAILED_PROBES = 2
 
 
 def _in_clear_off_host(url: str) -> bool:
@@ -63,214 +75,320 @@ def _in_clear_off_host(url: str) -> bool:
         return True
 
 
+@dataclass(eq=False)
+class _Member:
+    """What the pool knows of one worker."""
+
+    url: str
+    health: p.Health | None = None
+    problem: str = ""  # why the last probe or connection failed
+    failures: int = 0  # failed probes in a row
+    opened: int = 0  # sessions opened here since the last health report
+    sessions: set[WorkerSession] = field(default_factory=set)
+
+    @property
+    def down(self) -> bool:
+        return self.failures >= DOWN_AFTER_FAILED_PROBES
+
+    @property
+    def taking_calls(self) -> bool:
+        return not self.down and not (self.health and (self.health.draining
+                                                       or self.health.status != "ok"))
+
+    @property
+    def load(self) -> float:
+        if self.health is None:
+            return 0.0
+        return (self.health.sessions + self.opened) / max(self.health.max_sessions, 1)
+
+
 class WorkerPool(AudioLLM):
-    """Sessions on model workers, the first free one in turn.
+    """Sessions on model workers, each on the least busy worker that is up.
 
     Args:
-        urls: `ws://` or `wss://` worker addresses.
+        urls: Fixed `ws://` or `wss://` worker addresses (`AUDIO_LLM_WORKERS`).
+        redis_url: Also take the workers advertised in this Redis (`REDIS_URL`); needs
+            the shared secret, which signs the entries.
         connect_timeout_s: How long a worker may take to accept a session.
+        health_every_s: Seconds between health rounds (membership is read then too).
         secret: The workers' shared secret; by default `MODEL_WORKER_SECRET`.
         ca_file: CA bundle for `wss://` workers' certificates; by default
             `MODEL_WORKER_CA`, else the system's CAs.
+
+    Raises:
+        ValueError: Neither `urls` nor a registry to find workers in.
     """
 
     name = "workers"
 
-    def __init__(self, *, urls: list[str], connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                 secret: str | None = None, ca_file: Path | str | None = None):
-        if not urls:
-            raise ValueError("a worker pool needs at least one worker URL (AUDIO_LLM_WORKERS)")
-        self._urls = [u.rstrip("/") for u in urls]
+    def __init__(self, *, urls: list[str], redis_url: str = "",
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 health_every_s: float = HEALTH_EVERY_S, secret: str | None = None,
+                 ca_file: Path | str | None = None):
+        self._fixed = [u.rstrip("/") for u in urls]
+        self._members = {url: _Member(url) for url in self._fixed}
         self._timeout = connect_timeout_s
-        self._next = itertools.cycle(range(len(self._urls)))
+        self._health_every_s = health_every_s
+        self._rotation = itertools.count()
         self.capabilities = Capabilities()
         secret = secret if secret is not None else os.environ.get(p.SECRET_ENV) or None
-        self._headers = p.auth_headers(p.check_secret(secret) if secret else None)
+        secret = p.check_secret(secret) if secret else None
+        self._headers = p.auth_headers(secret)
+        self._registry = None
+        if redis_url and secret:
+            self._registry = WorkerRegistry(redis_url=redis_url, secret=secret)
+        elif redis_url:
+            logger.warning(f"model workers advertised in Redis are ignored without "
+                           f"{p.SECRET_ENV}, which signs their entries")
+        if not self._fixed and self._registry is None:
+            raise ValueError("a worker pool needs worker URLs (AUDIO_LLM_WORKERS), or REDIS_URL "
+                             f"and {p.SECRET_ENV} to find advertised workers")
         ca_file = ca_file or os.environ.get(p.CA_ENV) or None
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        if clear := [u for u in self._urls if _in_clear_off_host(u)]:
+        self._http = httpx.AsyncClient(timeout=min(1.0, connect_timeout_s),
+                                       headers=self._headers, verify=self._tls)
+        self._watcher: asyncio.Task | None = None
+        self._warned_clear: set[str] = set()
+        self._warn_clear(self._fixed)
+
+    def _warn_clear(self, urls: list[str]) -> None:
+        if clear := [u for u in urls if _in_clear_off_host(u) and u not in self._warned_clear]:
+            self._warned_clear.update(clear)
             logger.warning(f"model workers reached without TLS ({', '.join(clear)}): callers' "
                            "audio and the worker secret cross the network in clear; use wss://")
 
-    async def health(self) -> dict[str, p.Health | str]:
-        """Each worker's health, or why it did not answer."""
-        async def one(client: httpx.AsyncClient, url: str) -> p.Health | str:
-            try:
-                response = await client.get(_http_url(url, p.HEALTH_PATH))
-                response.raise_for_status()
-                return p.Health.model_validate_json(response.content)
-            except (httpx.HTTPError, ValidationError) as exc:
-                return f"{type(exc).__name__}: {exc}"
+    @property
+    def workers(self) -> dict[str, str]:
+        """Each known worker's state in a word or two: up (with its load), down (why),
+        draining, loading, or unprobed."""
+        def state(m: _Member) -> str:
+            if m.down:
+                return f"down ({m.problem})"
+            if m.health is None:
+                return "unprobed"
+            if m.health.draining:
+                return "draining"
+            return m.health.status if m.health.status != "ok" else f"up ({m.load:.0%} busy)"
 
-        async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers,
-                                     verify=self._tls) as client:
-            answers = await asyncio.gather(*(one(client, url) for url in self._urls))
-        return dict(zip(self._urls, answers, strict=True))
+        return {url: state(m) for url, m in self._members.items()}
+
+    async def health(self) -> dict[str, p.Health | str]:
+        """Each known worker's health, or why it did not answer."""
+        urls = list(self._members)
+        answers = await asyncio.gather(*(self._probe(url) for url in urls))
+        return dict(zip(urls, answers, strict=True))
+
+    async def _probe(self, url: str) -> p.Health | str:
+        try:
+            response = await self._http.get(http_url(url, p.HEALTH_PATH))
+            response.raise_for_status()
+            return p.Health.model_validate_json(response.content)
+        except (httpx.HTTPError, ValidationError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     async def load(self) -> None:
-        """Ask every worker for its health and take the first healthy one's capabilities and
-        backend name; never raises (workers that do not answer are logged)."""
-        healthy = []
-        for url, health in (await self.health()).items():
-            if isinstance(health, p.Health):
-                healthy.append(health)
-                logger.info(f"model worker {url}: {health.backend}, "
-                            f"{health.sessions}/{health.max_sessions} sessions in use")
+        """Run a first health round, log each worker's state, and keep checking in the
+        background; never raises (a worker that does not answer is tried again)."""
+        await self._health_round()
+        for url, state in self.workers.items():
+            logger.info(f"model worker {url}: {state}")
+        if not self._members:
+            logger.warning("no model worker is advertised yet; calls fall back until one is")
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="model-worker health")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_every_s)
+            try:
+                await self._health_round()
+            except Exception:  # the next round tries again
+                logger.exception("model worker health round failed")
+
+    async def _health_round(self) -> None:
+        await self._refresh_members()
+        for url, answer in (await self.health()).items():
+            member = self._members.get(url)
+            if member is None:
+                continue
+            if isinstance(answer, p.Health):
+                if member.down:
+                    logger.info(f"model worker {url} is up again")
+                if answer.draining and not (member.health and member.health.draining):
+                    logger.info(f"model worker {url} is draining: no new calls go to it")
+                member.health, member.failures, member.opened = answer, 0, 0
+                if answer.status == "ok" and self.name == "workers":
+                    self.capabilities = answer.capabilities.to_contract()
+                    self.name = f"workers:{answer.backend}"
             else:
-                logger.warning(f"model worker {url} is not answering ({health}); "
-                               "calls fall back until it is")
-        if healthy:
-            self.capabilities = healthy[0].capabilities.to_contract()
-            self.name = f"workers:{healthy[0].backend}"
+                member.problem = answer
+                member.failures += 1
+                if member.failures == DOWN_AFTER_FAILED_PROBES:
+                    self._give_up(member, f"health checks failed: {answer}")
+
+    async def _refresh_members(self) -> None:
+        if self._registry is None:
+            return
+        try:
+            advertised = await self._registry.members()
+        except RedisError as exc:
+            logger.warning(f"model worker registry unreadable ({exc!r}); keeping the last list")
+            return
+        wanted = [*self._fixed, *(u.rstrip("/") for u in advertised)]
+        for url in wanted:
+            if url not in self._members:
+                logger.info(f"model worker {url} joined")
+                self._members[url] = _Member(url)
+                self._warn_clear([url])
+        for url in list(self._members):
+            if url not in wanted:
+                logger.info(f"model worker {url} left; its calls stay on it until they end")
+                del self._members[url]
+
+    def _give_up(self, member: _Member, reason: str) -> None:
+        """Route nothing new to `member`, and move its calls off it now."""
+        member.failures = max(member.failures, DOWN_AFTER_FAILED_PROBES)
+        member.problem = reason
+        logger.error(f"model worker {member.url} is down ({reason}); "
+                     f"moving its {len(member.sessions)} call(s)")
+        for session in list(member.sessions):
+            session.lose(f"model worker {member.url} is down: {reason}")
+
+    def _route(self, exclude: set[str]) -> list[_Member]:
+        """The workers to try, least busy first; equals take turns."""
+        members = [m for m in self._members.values()
+                   if m.taking_calls and m.url not in exclude]
+        if members:
+            shift = next(self._rotation) % len(members)
+            members = members[shift:] + members[:shift]
+        return sorted(members, key=lambda m: m.load)
 
     async def open_session(self) -> AudioLLMSession:
-        """A session on the first worker that accepts one, trying each once, starting one further
-        along the list on every call.
+        """A session on the least busy worker that accepts one.
 
         Raises:
-            BackendBusy: Every worker refused or failed; the message gives each one's reason.
+            BackendBusy: Every worker refused, failed or is down; the message gives each
+                one's reason.
         """
-        start = next(self._next)
-        refusals = []
-        for i in range(len(self._urls)):
-            url = self._urls[(start + i) % len(self._urls)]
+        session = await self._connect_any(exclude=set())
+        return PoolSession(pool=self, session=session)
+
+    async def _connect_any(self, *, exclude: set[str]) -> WorkerSession:
+        refusals = [f"{m.url}: {self.workers[m.url]}" for m in self._members.values()
+                    if not m.taking_calls and m.url not in exclude]
+        for member in self._route(exclude):
+            member.opened += 1
             try:
-                return await self._connect(url)
+                session = await connect_session(member.url, headers=self._headers,
+                                                tls=self._tls, timeout_s=self._timeout)
             except (OSError, TimeoutError, WebSocketException, WorkerLost) as exc:
-                refusals.append(f"{url}: {_why(exc)}")
-        raise BackendBusy("no free model worker (" + "; ".join(refusals) + ")")
+                member.opened -= 1
+                refusals.append(f"{member.url}: {why(exc)}")
+                if isinstance(exc, InvalidStatus) and exc.response.status_code == 401:
+                    logger.error(f"model worker {member.url} refused the session: "
+                                 f"{'wrong' if self._headers else 'no'} secret ({p.SECRET_ENV})")
+                elif isinstance(exc, OSError | TimeoutError):  # not there: not merely busy
+                    self._give_up(member, why(exc))
+                continue
+            member.sessions.add(session)
+            logger.info(f"session on model worker {member.url} ({session.backend})")
+            return session
+        raise BackendBusy("no free model worker (" + ("; ".join(refusals) or "none known") + ")")
 
-    async def _connect(self, url: str) -> WorkerSession:
-        tls = {"ssl": self._tls} if url.startswith("wss://") else {}
-        try:
-            ws = await connect(url + p.SESSION_PATH, open_timeout=self._timeout,
-                               max_size=p.MAX_MESSAGE_BYTES, ping_interval=10, ping_timeout=20,
-                               additional_headers=self._headers, **tls)
-        except InvalidStatus as exc:
-            if exc.response.status_code == 401:  # a setup error, not a busy worker
-                logger.error(f"model worker {url} refused the session: "
-                             f"{'wrong' if self._headers else 'no'} secret ({p.SECRET_ENV})")
-            raise
-        try:
-            async with asyncio.timeout(self._timeout):
-                ready = p.worker_message.validate_json(await ws.recv())
-        except ConnectionClosed as exc:
-            raise WorkerLost(f"closed before ready ({exc.rcvd.code if exc.rcvd else '-'})") \
-                from exc
-        except BaseException:
-            await ws.close()
-            raise
-        if not isinstance(ready, p.Ready) or ready.protocol != p.PROTOCOL_VERSION:
-            await ws.close()
-            raise WorkerLost(f"unexpected greeting {ready!r}")
-        logger.info(f"session on model worker {url} ({ready.backend})")
-        return WorkerSession(ws=ws, url=url)
+    def _release(self, session: WorkerSession) -> None:
+        if member := self._members.get(session.url):
+            member.sessions.discard(session)
 
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, InvalidStatus):
-        if exc.response.status_code == 401:
-            return "HTTP 401 (missing or wrong worker secret)"
-        return f"HTTP {exc.response.status_code}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class WorkerSession(AudioLLMSession):
-    """One conversation on one worker. A single reader task owns the socket's input."""
-
-    def __init__(self, *, ws: ClientConnection, url: str):
-        self._ws = ws
-        self._url = url
-        self._turn_ids = itertools.count(1)
-        self._turn_id = 0
-        self._queue: asyncio.Queue[p._Message | BaseException] | None = None
-        self._acks: dict[int, asyncio.Future] = {}
-        self._cancelled: set[int] = set()
-        self._lost: BaseException | None = None
-        self._reader = asyncio.create_task(self._read(), name=f"worker-reader {url}")
-
-    async def _read(self) -> None:
-        try:
-            async for raw in self._ws:
-                message = p.worker_message.validate_json(raw)
-                if isinstance(message, p.Cancelled):
-                    if future := self._acks.pop(message.turn_id, None):
-                        future.set_result(None)
-                elif isinstance(message, p.ProtocolError):
-                    logger.error(f"model worker {self._url}: {message.message}")
-                elif message.turn_id == self._turn_id and self._queue is not None \
-                        and message.turn_id not in self._cancelled:
-                    self._queue.put_nowait(message)
-            self._lost = WorkerLost("the worker closed the session")
-        except (ConnectionClosed, ValidationError) as exc:
-            self._lost = WorkerLost(f"{type(exc).__name__}: {exc}")
-        finally:
-            if self._queue is not None:
-                self._queue.put_nowait(self._lost or WorkerLost("reader stopped"))
-            for future in self._acks.values():
-                if not future.done():
-                    future.set_result(None)
-
-    async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
-        """Send the turn to the worker and stream its events back up to `EndOfTurn`.
-
-        Only what `protocol.Turn` carries is sent. A worker lost mid-turn ends the turn with
-        `EndOfTurn(error=...)`; after `cancel()` nothing more is yielded.
-        """
-        turn_id = self._turn_id = next(self._turn_ids)
-        queue = self._queue = asyncio.Queue()
-        try:
-            if self._lost:
-                raise self._lost
-            await self._ws.send(p.Turn.of(turn_id, request).model_dump_json())
-            while True:
-                message = await queue.get()
-                if isinstance(message, BaseException):
-                    raise message
-                if turn_id in self._cancelled:
-                    return
-                event = p.decode_event(message)
-                yield event
-                if isinstance(event, EndOfTurn):
-                    return
-        except (WorkerLost, ConnectionClosed) as exc:
-            if turn_id in self._cancelled:
-                return
-            logger.error(f"model worker {self._url} lost mid-turn: {exc}")
-            yield EndOfTurn(error=f"model worker {self._url} lost: {exc}")
-        finally:
-            self._queue = None
-
-    async def cancel(self) -> None:
-        """Stop the turn: wake `respond()` at once, then send `Cancel` and wait up to
-        `CANCEL_TIMEOUT_S` for the worker's `Cancelled`."""
-        turn_id = self._turn_id
-        if not turn_id or turn_id in self._cancelled:
-            return
-        self._cancelled.add(turn_id)
-        if self._queue is not None:
-            self._queue.put_nowait(WorkerLost("cancelled"))  # wakes respond() at once
-        if self._lost:
-            return
-        future = self._acks[turn_id] = asyncio.get_running_loop().create_future()
-        try:
-            await self._ws.send(p.Cancel(turn_id=turn_id).model_dump_json())
-            async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await future
-        except (ConnectionClosed, TimeoutError) as exc:
-            logger.warning(f"model worker {self._url} did not confirm cancel: {_why(exc)}")
-        finally:
-            self._acks.pop(turn_id, None)
-
-    async def truncate(self, heard_text: str) -> None:
-        """Send `Truncate` to the worker, unless the connection is lost."""
-        if not self._lost:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(p.Truncate(heard_text=heard_text).model_dump_json())
+    def _lost(self, session: WorkerSession, exc: WorkerLost) -> None:
+        """A session's connection dropped: treat its worker as down until a probe says not."""
+        self._release(session)
+        member = self._members.get(session.url)
+        if member is not None and not member.down:
+            self._give_up(member, str(exc))
 
     async def close(self) -> None:
-        """Close the connection and stop its reader."""
-        await self._ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        """Stop the health checks and close the HTTP and Redis clients."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._http.aclose()
+        if self._registry is not None:
+            await self._registry.close()
+
+
+class PoolSession(AudioLLMSession):
+    """A call's conversation on the pool: on one worker, moved to another when it is lost.
+
+    Args:
+        pool: The pool that opened it.
+        session: The session on the worker the call starts on.
+    """
+
+    def __init__(self, *, pool: WorkerPool, session: WorkerSession):
+        self._pool = pool
+        self._session: WorkerSession | None = session
+        self._cancelled = False
+
+    @property
+    def worker(self) -> str | None:
+        """The URL of the worker the call is on now (None between a loss and the move)."""
+        return self._session.url if self._session else None
+
+    async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        """Stream the worker's answer to the turn. A worker lost before it sent anything of
+        the turn is replaced and the turn sent again; otherwise, or with no worker free, the
+        turn ends with `EndOfTurn(error=...)` so that the call's fallback answers."""
+        self._cancelled = False
+        tried: set[str] = set()
+        while True:
+            if self._session is None:
+                try:
+                    self._session = await self._pool._connect_any(exclude=tried)
+                except BackendBusy as exc:
+                    yield EndOfTurn(error=f"model worker lost, and {exc}")
+                    return
+                logger.warning(f"call moved to model worker {self._session.url}")
+            session, started = self._session, False
+            try:
+                async for event in session.respond(request):
+                    started = True
+                    yield event
+                return
+            except WorkerLost as exc:
+                if self._cancelled:
+                    return
+                self._pool._lost(session, exc)
+                self._session = None
+                tried.add(session.url)
+                await _close_quietly(session)
+                if started:  # the caller heard part of this reply: the fallback apologises
+                    yield EndOfTurn(error=f"model worker {session.url} lost mid-reply: {exc}")
+                    return
+                logger.warning(f"model worker {session.url} lost before answering ({exc}); "
+                               "sending the turn to another worker")
+
+    async def cancel(self) -> None:
+        """Stop the turn on the current worker."""
+        self._cancelled = True
+        if self._session is not None:
+            await self._session.cancel()
+
+    async def truncate(self, heard_text: str) -> None:
+        """Tell the current worker what the caller heard of its last reply."""
+        if self._session is not None:
+            await self._session.truncate(heard_text)
+
+    async def close(self) -> None:
+        """Close the session on the current worker."""
+        if self._session is not None:
+            self._pool._release(self._session)
+            await _close_quietly(self._session)
+            self._session = None
+
+
+async def _close_quietly(session: WorkerSession) -> None:
+    try:
+        await session.close()
+    except Exception as exc:  # the worker is gone anyway
+        logger.debug(f"closing the session on {session.url}: {exc!r}")

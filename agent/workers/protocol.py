@@ -97,7 +97,8 @@ class Health(_Message):
         status: "ok" once the backend has loaded, else "loading".
         backend: The hosted backend's name.
         protocol: The worker's protocol version.
-        busy: Whether every session slot is taken.
+        busy: Whether every session slot is taken (or it is draining).
+        draining: Told to stop: it finishes its sessions and takes no new ones.
         sessions: Sessions open now.
         max_sessions: Sessions the worker serves at a time.
         capabilities: The hosted backend's capabilities.
@@ -107,6 +108,7 @@ class Health(_Message):
     backend: str
     protocol: int = PROTOCOL_VERSION
     busy: bool
+    draining: bool = False
     sessions: int
     max_sessions: int
     capabilities: CapabilitiesModel

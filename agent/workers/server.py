@@ -54,12 +54,37 @@ class ModelWorker:
         self._secret = p.check_secret(secret).encode() if secret is not None else None
         self._sessions = 0
         self._loaded = False
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def sessions(self) -> int:
+        """Sessions open now."""
+        return self._sessions
+
+    async def drain(self, *, timeout_s: float) -> bool:
+        """Take no new sessions, and wait up to `timeout_s` for the open ones to end.
+
+        Returns:
+            Whether every session ended in time.
+        """
+        self._draining = True
+        logger.info(f"model worker draining: {self._sessions} session(s) open, waiting up to "
+                    f"{timeout_s:.0f} s for them to end")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
 
     def health(self) -> p.Health:
         """The worker's `Health` now."""
         return p.Health(
             status="ok" if self._loaded else "loading", backend=self._backend.name,
-            busy=self._sessions >= self._max_sessions, sessions=self._sessions,
+            busy=self._draining or self._sessions >= self._max_sessions,
+            draining=self._draining, sessions=self._sessions,
             max_sessions=self._max_sessions,
             capabilities=p.CapabilitiesModel.of(self._backend.capabilities),
         )
@@ -116,19 +141,27 @@ class ModelWorker:
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        if self._sessions >= self._max_sessions:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")
+        if self._draining or self._sessions >= self._max_sessions:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      "draining\n" if self._draining else "busy\n")
         return None
 
+    def _opened(self, change: int) -> None:
+        self._sessions += change
+        if self._sessions:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
     async def _handle(self, connection: ServerConnection) -> None:
-        if self._sessions >= self._max_sessions:  # lost a race with another client
+        if self._draining or self._sessions >= self._max_sessions:  # lost a race
             await connection.close(p.CLOSE_BUSY, "busy")
             return
-        self._sessions += 1
+        self._opened(+1)
         try:
             session = await self._backend.open_session()
         except BackendBusy as exc:
-            self._sessions -= 1
+            self._opened(-1)
             await connection.close(p.CLOSE_BUSY, str(exc)[:120])
             return
         peer = connection.remote_address
@@ -137,8 +170,10 @@ class ModelWorker:
             await _SessionServer(connection=connection, session=session,
                                  backend=self._backend).run()
         finally:
-            self._sessions -= 1
-            await session.close()
+            try:
+                await session.close()
+            finally:
+                self._opened(-1)
             logger.info(f"session closed for {peer}")
 
 

@@ -1,0 +1,253 @@
+"""Model workers as a pool: health checks, least-busy routing, calls moved off a lost
+worker, and workers that join and leave through Redis.
+
+The workers are real websocket servers in this process (`ModelWorker`) hosting a small
+backend that says which worker answered; the registry is the real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from callwright.agent.backend import (
+    AudioChunk,
+    AudioLLM,
+    AudioLLMSession,
+    BackendBusy,
+    Capabilities,
+    EndOfTurn,
+    Event,
+    TextDelta,
+    TurnRequest,
+)
+from callwright.agent.backends.worker_pool import WorkerPool
+from callwright.agent.workers.registry import KEY, WorkerRegistry
+from callwright.agent.workers.server import ModelWorker
+from tests.support import free_port
+
+SECRET = "pool-secret-" + "y" * 30
+REDIS_URL = os.environ.get("CALLWRIGHT_TEST_REDIS", "redis://127.0.0.1:6379/7")
+
+
+class Named(AudioLLM):
+    """Says its own name; `hold` makes a turn stop after its first chunk until released."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, name: str):
+        self.name = name
+        self.turns = 0
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def load(self) -> None:
+        pass
+
+    async def open_session(self) -> AudioLLMSession:
+        return NamedSession(self)
+
+
+class NamedSession(AudioLLMSession):
+    def __init__(self, backend: Named):
+        self._backend = backend
+
+    async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
+        self._backend.turns += 1
+        yield TextDelta(text=self._backend.name)
+        await self._backend.hold.wait()
+        yield AudioChunk(audio=bytes(320), sample_rate=16_000)
+        yield EndOfTurn()
+
+    async def cancel(self) -> None:
+        pass
+
+
+class Worker:
+    """A `ModelWorker` on a free loopback port."""
+
+    def __init__(self, name: str, *, max_sessions: int = 2):
+        self.backend = Named(name)
+        self.model = ModelWorker(backend=self.backend, max_sessions=max_sessions, secret=SECRET)
+        self.url = f"ws://127.0.0.1:{free_port()}"
+        self.server = None
+
+    async def start(self) -> Worker:
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = await self.model.serve(host="127.0.0.1", port=port)
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+
+@pytest.fixture
+async def workers():
+    started = [await Worker(name).start() for name in ("w1", "w2", "w3")]
+    yield started
+    for worker in started:
+        await worker.stop()
+
+
+async def pool_of(*urls: str, **kwargs) -> WorkerPool:
+    pool = WorkerPool(urls=list(urls), secret=SECRET, health_every_s=0.2, **kwargs)
+    await pool.load()
+    return pool
+
+
+async def reply(session: AudioLLMSession) -> list[Event]:
+    return [e async for e in session.respond(TurnRequest(audio=bytes(3200)))]
+
+
+def speaker(events: list[Event]) -> str:
+    return next(e.text for e in events if isinstance(e, TextDelta))
+
+
+async def test_new_calls_go_to_the_least_busy_worker(workers):
+    w1, w2, w3 = workers
+    other = await pool_of(w1.url)  # another call server fills w1
+    held = [await other.open_session() for _ in range(2)]
+    pool = await pool_of(w1.url, w2.url, w3.url)
+    try:
+        assert pool.workers[w1.url] == "up (100% busy)"
+        sessions = [await pool.open_session() for _ in range(4)]
+        assert [w.model.sessions for w in workers] == [2, 2, 2]
+        assert [speaker(await reply(s)) for s in sessions].count("w1") == 0
+        with pytest.raises(BackendBusy, match="no free model worker"):
+            await pool.open_session()
+        for session in sessions + held:
+            await session.close()
+    finally:
+        await pool.close()
+        await other.close()
+
+
+async def test_a_worker_that_stops_answering_is_skipped_until_it_is_back(workers):
+    w1, w2, _ = workers
+    pool = await pool_of(w1.url, w2.url)
+    try:
+        await w1.stop()
+        await asyncio.sleep(0.8)  # a few health rounds
+        assert pool.workers[w1.url].startswith("down")
+        for _ in range(3):  # every call goes to w2, without a try on w1
+            session = await pool.open_session()
+            assert speaker(await reply(session)) == "w2"
+            await session.close()
+        await w1.start()
+        await asyncio.sleep(0.8)
+        assert pool.workers[w1.url].startswith("up")
+    finally:
+        await pool.close()
+
+
+async def test_a_call_whose_worker_is_lost_between_turns_moves_unheard(workers):
+    w1, w2, _ = workers
+    pool = await pool_of(w1.url, w2.url)
+    try:
+        session = await pool.open_session()
+        first = speaker(await reply(session))
+        lost, spare = (w1, w2) if first == "w1" else (w2, w1)
+        await lost.stop()
+        events = await reply(session)  # the next turn, at once, on the other worker
+        assert speaker(events) == spare.backend.name
+        assert isinstance(events[-1], EndOfTurn) and events[-1].error is None
+        assert session.worker == spare.url
+        assert pool.workers[lost.url].startswith("down")
+        await session.close()
+    finally:
+        await pool.close()
+
+
+async def test_a_worker_lost_mid_reply_hands_the_turn_to_the_fallback(workers):
+    w1, w2, _ = workers
+    pool = await pool_of(w1.url, w2.url)
+    try:
+        session = await pool.open_session()
+        w1.backend.hold.clear()
+        w2.backend.hold.clear()
+        turn = aiter(session.respond(TurnRequest(audio=bytes(3200))))
+        name = (await anext(turn)).text  # part of the reply is out
+        await next(w for w in workers if w.backend.name == name).stop()
+        rest = [e async for e in turn]
+        assert len(rest) == 1 and "lost mid-reply" in rest[0].error
+        w1.backend.hold.set()
+        w2.backend.hold.set()
+        assert speaker(await reply(session)) != name  # later turns run on the other worker
+        await session.close()
+    finally:
+        await pool.close()
+
+
+async def test_a_draining_worker_finishes_its_calls_and_takes_no_new_ones(workers):
+    w1, w2, _ = workers
+    pool = await pool_of(w1.url, w2.url)
+    try:
+        session = await pool.open_session()
+        here = next(w for w in (w1, w2) if w.model.sessions == 1)
+        drained = asyncio.create_task(here.model.drain(timeout_s=10))
+        await asyncio.sleep(0.5)
+        assert pool.workers[here.url] == "draining"
+        assert speaker(await reply(session)) == here.backend.name  # its call goes on
+        others = [await pool.open_session() for _ in range(2)]
+        assert here.model.sessions == 1  # no new call went to it
+        assert not drained.done()
+        await session.close()
+        assert await asyncio.wait_for(drained, 5) is True
+        for other in others:
+            await other.close()
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def registry_redis():
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        await client.delete(KEY)
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable ({exc})")
+    yield client
+    await client.delete(KEY)
+    await client.aclose()
+
+
+async def test_workers_join_and_leave_through_redis(workers, registry_redis):
+    w1, w2, _ = workers
+    advert = WorkerRegistry(redis_url=REDIS_URL, secret=SECRET)
+    pool = WorkerPool(urls=[], redis_url=REDIS_URL, secret=SECRET, health_every_s=0.2)
+    await pool.load()
+    try:
+        assert pool.workers == {}
+        with pytest.raises(BackendBusy):
+            await pool.open_session()
+        await advert.advertise(w1.url)
+        await asyncio.sleep(0.6)
+        assert list(pool.workers) == [w1.url]
+        session = await pool.open_session()
+        assert speaker(await reply(session)) == "w1"
+        # An entry not signed with the workers' secret is never used.
+        forged = json.dumps({"until": 2**62, "sig": "0" * 64})
+        await registry_redis.hset(KEY, "ws://attacker.example:8765", forged)
+        # A worker whose entry is not renewed drops out once it lapses.
+        await advert.advertise(w2.url, ttl_s=0.5)
+        await asyncio.sleep(0.3)
+        assert sorted(pool.workers) == sorted([w1.url, w2.url])
+        await asyncio.sleep(0.8)
+        assert list(pool.workers) == [w1.url]
+        # Leaving: its call stays on it until it ends.
+        await advert.withdraw(w1.url)
+        await asyncio.sleep(0.6)
+        assert pool.workers == {}
+        assert speaker(await reply(session)) == "w1"
+        await session.close()
+    finally:
+        await pool.close()
+        await advert.close()
