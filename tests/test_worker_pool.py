@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
@@ -251,3 +255,49 @@ async def test_workers_join_and_leave_through_redis(workers, registry_redis):
     finally:
         await pool.close()
         await advert.close()
+
+
+HUNG_WORKER = """
+import asyncio, sys
+from tests.test_worker_pool import Named, SECRET
+from callwright.agent.workers.server import ModelWorker
+
+async def main():
+    await ModelWorker(backend=Named("hung"), secret=SECRET).serve(
+        host="127.0.0.1", port=int(sys.argv[1]))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_hung_worker_is_given_up_and_its_call_moves(workers):
+    """SIGSTOP the worker holding a call: its socket stays open but nothing answers. The
+    health checks give it up and the call's next turn runs on another worker."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HUNG_WORKER, str(port), stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent)
+    try:
+        assert await asyncio.wait_for(process.stdout.readline(), 30) == b"ready\n"
+        hung_url = f"ws://127.0.0.1:{port}"
+        pool = WorkerPool(urls=[hung_url, workers[1].url], secret=SECRET)  # default checks
+        await pool.load()
+        sessions = [await pool.open_session() for _ in range(2)]  # least busy: one on each
+        session = next(s for s in sessions if s.worker == hung_url)
+        assert speaker(await reply(session)) == "hung"
+        process.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        events = await reply(session)  # waits on the hung worker until it is given up
+        moved_after = time.monotonic() - stopped
+        assert speaker(events) == "w2" and events[-1].error is None
+        assert pool.workers[hung_url].startswith("down")
+        print(f"a hung worker's call moved after {moved_after:.2f} s")
+        assert moved_after < 2.5, f"the call waited {moved_after:.1f} s on a hung worker"
+        for session in sessions:
+            await session.close()
+        await pool.close()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()

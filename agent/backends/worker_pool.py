@@ -1,7 +1,7 @@
 """The worker-pool backend: an `AudioLLM` whose sessions run on a pool of model workers.
 
 - **Health.** Once loaded, the pool asks every worker's `/health` every
-  `health_every_s`. A worker that fails two probes in a row, or whose connection drops,
+  `health_every_s` (0.5 s). A worker that fails two probes in a row, or whose connection drops,
   is down: no new call goes to it, and its calls move (below) without waiting for
   their own sockets to time out. A probe that answers again brings it back.
 - **Least busy.** A new call goes to the up worker with the smallest share of its
@@ -61,8 +61,9 @@ from callwright.agent.workers.client import (
 from callwright.agent.workers.registry import WorkerRegistry
 
 CONNECT_TIMEOUT_S = 3.0
-HEALTH_EVERY_S = 1.0
-DOWN_AFTER_FAILED_PROBES = 2
+HEALTH_EVERY_S = 0.5
+HEALTH_TIMEOUT_S = 0.75
+DOWN_AFTER_FAILED_PROBES = 2  # a hung worker is given up within about 2 s
 
 
 def _in_clear_off_host(url: str) -> bool:
@@ -145,9 +146,10 @@ class WorkerPool(AudioLLM):
                              f"and {p.SECRET_ENV} to find advertised workers")
         ca_file = ca_file or os.environ.get(p.CA_ENV) or None
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        self._http = httpx.AsyncClient(timeout=min(1.0, connect_timeout_s),
+        self._http = httpx.AsyncClient(timeout=min(HEALTH_TIMEOUT_S, connect_timeout_s),
                                        headers=self._headers, verify=self._tls)
         self._watcher: asyncio.Task | None = None
+        self._rounds: set[asyncio.Task] = set()
         self._warned_clear: set[str] = set()
         self._warn_clear(self._fixed)
 
@@ -198,12 +200,18 @@ class WorkerPool(AudioLLM):
             self._watcher = asyncio.create_task(self._watch(), name="model-worker health")
 
     async def _watch(self) -> None:
+        # Rounds start on a fixed beat, not after the last one's timeouts: a hung worker's
+        # failures then come one beat apart.
         while True:
             await asyncio.sleep(self._health_every_s)
-            try:
-                await self._health_round()
-            except Exception:  # the next round tries again
-                logger.exception("model worker health round failed")
+            task = asyncio.create_task(self._health_round())
+            self._rounds.add(task)
+            task.add_done_callback(self._round_done)
+
+    def _round_done(self, task: asyncio.Task) -> None:
+        self._rounds.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).error("model worker health round failed")
 
     async def _health_round(self) -> None:
         await self._refresh_members()
@@ -308,10 +316,11 @@ class WorkerPool(AudioLLM):
 
     async def close(self) -> None:
         """Stop the health checks and close the HTTP and Redis clients."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, *self._rounds):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._http.aclose()
         if self._registry is not None:
             await self._registry.close()
