@@ -70,6 +70,16 @@ class AgentTurnFrame(SystemFrame):
 
 
 @dataclass
+class TurnDraftFrame(SystemFrame):
+    """The exchange in progress, as heard so far: the caller's words not yet stored and
+    the agent's reply up to the last whole word heard (marked interrupted). Kept only
+    until the finished turns are stored, so that a server killed mid-reply loses neither."""
+
+    caller: CallerTurnFrame | None = None
+    agent: AgentTurnFrame | None = None
+
+
+@dataclass
 class TransferCallFrame(DataFrame):
     """Hand the caller to a person at `to` (E.164 or SIP URI) once the audio queued
     before this frame has played; the telephony side carries it out (cold transfer)."""

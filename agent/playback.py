@@ -27,10 +27,16 @@ from pipecat.frames.frames import (
 
 from callwright.agent.backend import AudioChunk, ModelUsage
 from callwright.agent.echo import PlayedAudio
-from callwright.agent.frames import AgentTurnFrame, CallerTurnFrame, PlaybackMarkFrame
+from callwright.agent.frames import (
+    AgentTurnFrame,
+    CallerTurnFrame,
+    PlaybackMarkFrame,
+    TurnDraftFrame,
+)
 
 RESUME_BACKUP_S = 0.05  # resume a little before the word boundary, not in its onset
 MARK_GRACE_S = 3.0  # how long past the audio's own length to wait for playback marks
+DRAFT_EVERY_S = 0.25  # how often a reply being heard is drafted to the database
 
 
 @dataclass(kw_only=True)
@@ -177,17 +183,25 @@ class AgentPlayout:
     """Pushes an agent turn's audio and playback marks, pauses and resumes it, and says how
     much of it the caller has heard.
 
+    While a turn plays it also pushes a `TurnDraftFrame` every `DRAFT_EVERY_S` that what
+    was heard changed, so a server killed mid-reply still leaves the exchange on record.
+
     Args:
         push: sends a frame downstream, towards the output transport.
         played: the far end's played-speech clock; None where the transport has none (marks
             alone then say what was heard).
+        ms: the call's clock: a monotonic time as ms from the start of the call; None
+            drafts nothing.
     """
 
-    def __init__(self, *, push: Callable[[Frame], Awaitable[None]], played: PlayedAudio | None):
+    def __init__(self, *, push: Callable[[Frame], Awaitable[None]], played: PlayedAudio | None,
+                 ms: Callable[[float], int] | None = None):
         self._push = push
         self._played = played
+        self._ms = ms
         self._mark_ids = itertools.count(1)
         self._ack_timeout: asyncio.TimerHandle | None = None
+        self._drafting: asyncio.Task | None = None
 
     @property
     def played_s(self) -> float:
@@ -217,6 +231,25 @@ class AgentPlayout:
             self._ack_timeout.cancel()
             self._ack_timeout = None
 
+    def end_turn(self) -> None:
+        """The turn is over (stored, or nothing of it heard): stop waiting for its marks and
+        stop drafting it. Call before pushing its final frames."""
+        self.cancel_ack_timeout()
+        if self._drafting:
+            self._drafting.cancel()
+            self._drafting = None
+
+    async def _draft(self, turn: AgentTurn, ms: Callable[[float], int]) -> None:
+        last = None
+        while True:
+            heard = turn.planned_text[: self.heard_so_far(turn)].strip()
+            if (turn.caller, heard) != last and (turn.caller or heard):
+                last = (turn.caller, heard)
+                agent = turn.to_frame(heard=heard, interrupted=True, end_ms=ms(time.monotonic()),
+                                      start_ms=ms(turn.first_audio)) if heard else None
+                await self._push(TurnDraftFrame(caller=turn.caller, agent=agent))
+            await asyncio.sleep(DRAFT_EVERY_S)
+
     async def play(self, turn: AgentTurn, chunk: AudioChunk, now: float) -> None:
         """Add a chunk of `turn`'s speech and push it, unless the turn is paused."""
         if turn.first_audio is None:
@@ -225,6 +258,10 @@ class AgentPlayout:
             if turn.speech_end is not None:
                 turn.timings["end_of_turn_ms"] = int((turn.started - turn.speech_end) * 1000)
             await self._push(TTSStartedFrame())
+            if self._ms is not None:
+                self.end_turn()  # an earlier turn's, if it was never ended
+                self._drafting = asyncio.create_task(self._draft(turn, self._ms),
+                                                     name="agent-turn-draft")
         index = turn.add_piece(chunk.audio, chunk.sample_rate)
         if not turn.paused:  # else it waits for the resume, which plays all not yet heard
             await self._push_piece(turn, index, 0)

@@ -99,7 +99,7 @@ class AudioLLMSlot(FrameProcessor):
             tracker=speaker_tracker,
             on_new_speaker=lambda label: self._call_event_handler("on_new_speaker", label),
         )
-        self._playout = AgentPlayout(push=self.push_frame, played=played)
+        self._playout = AgentPlayout(push=self.push_frame, played=played, ms=self._ms)
         self._audio = CallerAudio()
         self._vad_speaking = False
         self._history: list[ContextTurn] = []
@@ -403,7 +403,7 @@ class AudioLLMSlot(FrameProcessor):
         self._agent = None
 
     async def _finish_agent_turn(self, turn: AgentTurn, *, interrupted: bool) -> None:
-        self._playout.cancel_ack_timeout()
+        self._playout.end_turn()
         self._agent = None
         await self.set_interruptible(True)  # the node's words have played: the call's rules
         if turn.listen_timeout_s and not interrupted and not turn.end_call:
@@ -444,5 +444,5 @@ class AudioLLMSlot(FrameProcessor):
             # this processor: its opening would otherwise go on taking model time.
             await self.cancel_task(self._task)
         self._cancel_silence_timer()
-        self._playout.cancel_ack_timeout()
+        self._playout.end_turn()
         await self._session.close()

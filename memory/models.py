@@ -107,6 +107,19 @@ class Turn(Base):
     call: Mapped[Call] = relationship(back_populates="turns")
 
 
+class TurnDraft(Base):
+    """A call's exchange in progress (caller words not yet answered, the reply heard so
+    far), replaced by every later write of the call's turns. A call whose server died
+    keeps it: it becomes the call's last turns when the call is stored as interrupted."""
+
+    __tablename__ = "turn_drafts"
+
+    call_id: Mapped[int] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    turns: Mapped[list] = mapped_column(JSON)  # TurnRecord fields, one dict per turn
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Caller(Base):
     """A person who calls, known by their E.164 number."""
 

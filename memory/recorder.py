@@ -8,9 +8,9 @@ from loguru import logger
 from pipecat.frames.frames import Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from callwright.agent.frames import AgentTurnFrame, CallerTurnFrame
+from callwright.agent.frames import AgentTurnFrame, CallerTurnFrame, TurnDraftFrame
 from callwright.memory.redact import Redactor
-from callwright.memory.store import TurnRecord
+from callwright.memory.store import DraftRecord, TurnRecord
 from callwright.memory.writer import TurnWriter
 
 TurnListener = Callable[[CallerTurnFrame | AgentTurnFrame], None]
@@ -42,19 +42,16 @@ class TurnRecorder(FrameProcessor):
         self._seq = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Stores caller and agent turn frames (which go no further) and passes other frames on."""
+        """Stores turn frames and drafts (which go no further); passes the rest on."""
         await super().process_frame(frame, direction)
-        if isinstance(frame, CallerTurnFrame):
-            self._store(speaker="caller", text=frame.text, start_ms=frame.start_ms,
-                        end_ms=frame.end_ms, speaker_label=frame.speaker_label)
-        elif isinstance(frame, AgentTurnFrame):
-            self._store(
-                speaker="agent", text=frame.text, start_ms=frame.start_ms, end_ms=frame.end_ms,
-                interrupted=frame.interrupted, planned_text=frame.planned_text,
-                latency_ms=frame.latency_ms, timings=frame.timings or None,
-                llm_first_token_ms=frame.llm_first_token_ms, llm_tokens_in=frame.llm_tokens_in,
-                llm_tokens_out=frame.llm_tokens_out,
-            )
+        if isinstance(frame, CallerTurnFrame | AgentTurnFrame):
+            self._seq += 1
+            self._writer.write(self._record(frame, self._seq))
+        elif isinstance(frame, TurnDraftFrame):
+            turns = filter(None, (frame.caller, frame.agent))
+            self._writer.write(DraftRecord(call_id=self._call_id, turns=tuple(
+                self._record(turn, self._seq + i) for i, turn in enumerate(turns, 1))))
+            return
         else:
             await self.push_frame(frame, direction)
             return
@@ -64,10 +61,20 @@ class TurnRecorder(FrameProcessor):
             except Exception:  # telemetry must not end a call
                 logger.exception(f"{self}: turn listener {listener!r} failed")
 
-    def _store(self, **fields) -> None:
+    def _record(self, frame: CallerTurnFrame | AgentTurnFrame, seq: int) -> TurnRecord:
+        if isinstance(frame, CallerTurnFrame):
+            fields = dict(speaker="caller", text=frame.text, start_ms=frame.start_ms,
+                          end_ms=frame.end_ms, speaker_label=frame.speaker_label)
+        else:
+            fields = dict(
+                speaker="agent", text=frame.text, start_ms=frame.start_ms, end_ms=frame.end_ms,
+                interrupted=frame.interrupted, planned_text=frame.planned_text,
+                latency_ms=frame.latency_ms, timings=frame.timings or None,
+                llm_first_token_ms=frame.llm_first_token_ms, llm_tokens_in=frame.llm_tokens_in,
+                llm_tokens_out=frame.llm_tokens_out,
+            )
         if self._redactor:
             for name in ("text", "planned_text"):
                 if fields.get(name):
                     fields[name] = self._redactor.text(fields[name])
-        self._seq += 1
-        self._writer.write(TurnRecord(call_id=self._call_id, seq=self._seq, **fields))
+        return TurnRecord(call_id=self._call_id, seq=seq, **fields)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
 from callwright.memory.changes import Changes
 from callwright.memory.db import sessionmaker
-from callwright.memory.models import ApiToken, Call, Turn, utcnow
+from callwright.memory.models import ApiToken, Call, Turn, TurnDraft, utcnow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +34,14 @@ class TurnRecord:
     llm_first_token_ms: int | None = None
     llm_tokens_in: int | None = None
     llm_tokens_out: int | None = None
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    """A call's exchange in progress (`TurnDraftFrame`), as turn records not yet final."""
+
+    call_id: int
+    turns: tuple[TurnRecord, ...]
 
 
 class CallStore:
@@ -181,12 +189,17 @@ class CallStore:
         else:
             where = (unfinished, Call.status == "in-progress", Call.worker.in_(list(workers)))
         async with self._sessions.begin() as session:
-            result = await session.execute(
+            closed = list(await session.scalars(
                 update(Call).where(*where)
                 .values(status="interrupted", end_reason=reason, ended_at=utcnow())
-            )
+                .returning(Call.id)
+            ))
+            # What was being said when the server died becomes the calls' last turns.
+            drafts = await session.scalars(select(TurnDraft).where(TurnDraft.call_id.in_(closed)))
+            session.add_all(Turn(**turn) for draft in drafts for turn in draft.turns)
+            await session.execute(delete(TurnDraft).where(TurnDraft.call_id.in_(closed)))
         self.changes.notify()
-        return result.rowcount or 0
+        return len(closed)
 
     async def workers_with_calls(self) -> set[str]:
         """The workers that have calls in progress, by the database."""
@@ -197,11 +210,20 @@ class CallStore:
                        Call.worker.is_not(None))
             ))
 
-    async def add_turns(self, records: list[TurnRecord]) -> None:
-        """Store finished turns, all in one transaction (the sink of `TurnWriter`)."""
+    async def add_turns(self, records: list[TurnRecord | DraftRecord]) -> None:
+        """Store finished turns and drafts, in order, in one transaction (the sink of
+        `TurnWriter`). Any later record of a call replaces its draft."""
+        finals = [r for r in records if isinstance(r, TurnRecord)]
+        drafts: dict[int, DraftRecord | None] = {}
+        for record in records:
+            drafts[record.call_id] = record if isinstance(record, DraftRecord) else None
         async with self._sessions.begin() as session:
-            session.add_all(Turn(**vars(record)) for record in records)
-        self.changes.notify()
+            await session.execute(delete(TurnDraft).where(TurnDraft.call_id.in_(drafts)))
+            session.add_all(Turn(**vars(record)) for record in finals)
+            session.add_all(TurnDraft(call_id=d.call_id, turns=[asdict(t) for t in d.turns])
+                            for d in drafts.values() if d is not None)
+        if finals:
+            self.changes.notify()
 
     async def list_calls(
         self, *, limit: int = 50, offset: int = 0, call_sid: str | None = None

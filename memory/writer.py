@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from loguru import logger
 
-from callwright.memory.store import CallStore, TurnRecord
+from callwright.memory.store import CallStore, DraftRecord, TurnRecord
 
 T = TypeVar("T")
 
@@ -99,8 +99,8 @@ class OrderedWriter(Generic[T]):
             self._idle.set()
 
 
-class TurnWriter(OrderedWriter[TurnRecord]):
-    """Stores the turns of every call."""
+class TurnWriter(OrderedWriter[TurnRecord | DraftRecord]):
+    """Stores the turns of every call, and the drafts of their exchanges in progress."""
 
     what = "turns"
 

@@ -35,6 +35,7 @@ REDIS_URL = os.environ.get("CALLWRIGHT_TEST_REDIS", "redis://127.0.0.1:6379/7")
 PUBLIC_URL = "https://calls.example.test"  # the balancer's address, the same for every worker
 LEASE_S = 3.0
 SUNDAY = "What time do you open on Sunday?"
+SECOND_LINE = "Can I book a table for four people tomorrow evening?"
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +184,9 @@ async def test_live_events_reach_every_worker(service):
 
 
 async def test_a_killed_worker_ends_only_its_own_calls(service):
-    """SIGKILL a worker mid-call: its call is stored as interrupted with every turn spoken
-    so far; a call on another worker goes on at real time, and the dead worker's line
-    comes back."""
+    """SIGKILL a worker while its caller hears a reply: its call is stored as interrupted
+    with every turn spoken so far, the reply cut where the caller stopped hearing it; a
+    call on another worker goes on at real time, and the dead worker's line comes back."""
     w3 = launch_server(service.root / "w3", rest_url=service.rest_url, WORKER_ID="w3",
                        **service.env)
     wait_ready(w3, timeout_s=180)
@@ -199,6 +200,10 @@ async def test_a_killed_worker_ends_only_its_own_calls(service):
                 await dying.wait_reply(1.0, 20)
                 spoke = await dying.speak(speech_8k(SUNDAY))
                 await dying.wait_reply(1.2, 20, after=spoke + 1.0)
+                spoke = await dying.speak(speech_8k(SECOND_LINE))
+                heard = await dying.wait_speech_after(spoke + 1.0, 20)
+                assert heard is not None
+                await asyncio.sleep(1.0)  # a second of the reply reaches the caller
                 w3.process.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 w3.process.wait(10)
@@ -209,8 +214,14 @@ async def test_a_killed_worker_ends_only_its_own_calls(service):
         call = await service.wait_ended(doomed.call_sid, LEASE_S * 4)
         print(f"the dead worker's call closed {time.monotonic() - killed:.1f} s after the kill")
         assert (call["status"], call["end_reason"]) == ("interrupted", "worker-lost")
-        assert [t["speaker"] for t in call["turns"]][:3] == ["agent", "caller", "agent"]
-        assert "sunday" in call["turns"][1]["text"].lower()
+        turns = call["turns"]
+        assert [t["speaker"] for t in turns] == ["agent", "caller", "agent", "caller", "agent"]
+        assert "sunday" in turns[1]["text"].lower() and "tomorrow" in turns[3]["text"].lower()
+        cut = turns[4]
+        print(f"the reply being heard at the kill was stored as {cut['text']!r} of "
+              f"{cut['planned_text']!r}")
+        assert cut["interrupted"] and cut["text"]
+        assert cut["planned_text"].startswith(cut["text"]) and cut["text"] != cut["planned_text"]
         other = await service.wait_ended(survivor.call_sid, 15)
         assert other["end_reason"] == "caller-hangup"
     finally:

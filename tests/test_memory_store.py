@@ -3,6 +3,7 @@ concurrency, erasure and retention."""
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -11,11 +12,11 @@ from sqlalchemy import inspect, select, text, update
 from callwright.memory.db import create_engine, migrate
 from callwright.memory.erasure import forget
 from callwright.memory.lifecycle import CallMemory
-from callwright.memory.models import Call, Caller, Memory, Turn, utcnow
+from callwright.memory.models import Call, Caller, Memory, Turn, TurnDraft, utcnow
 from callwright.memory.recall import Recall
 from callwright.memory.retention import prune
 from callwright.memory.settings import MemorySettings, RetentionDays
-from callwright.memory.store import CallStore, TurnRecord
+from callwright.memory.store import CallStore, DraftRecord, TurnRecord
 from callwright.memory.writer import TurnWriter
 
 
@@ -299,3 +300,30 @@ async def test_remember_stores_redacted_text_when_asked(db):
     assert row.value == {"phone": "call [phone number]"}
     with pytest.raises(ValueError, match="kind must be one of"):
         await store.remember(caller_id=caller_id, kind="gossip", text="x")
+
+
+async def test_a_draft_gives_way_to_later_turns_and_is_kept_when_the_server_died(db, parts):
+    """The exchange in progress is drafted; the next turns stored replace the draft, and a
+    call its server never finished gets the draft as its last turns."""
+    calls, turns, _ = parts
+    call_id = await _new_call(calls, None, "CA-draft")
+    asked = TurnRecord(call_id=call_id, seq=1, speaker="caller", text="What time do you open?",
+                       start_ms=0, end_ms=900)
+    answer = TurnRecord(call_id=call_id, seq=2, speaker="agent", text="We open",
+                        planned_text="We open at nine on Sundays.", interrupted=True,
+                        start_ms=1500, end_ms=1900)
+    turns.write(DraftRecord(call_id=call_id, turns=(asked,)))
+    turns.write(DraftRecord(call_id=call_id, turns=(asked, answer)))
+    await turns.flush(10)
+    assert (await calls.get_call(call_id)).turns == []  # a draft is not a turn yet
+    turns.write(asked)  # the caller heard the reply start: their words are final
+    turns.write(DraftRecord(call_id=call_id, turns=(replace(answer, text="We open at nine"),)))
+    await turns.flush(10)
+    assert [t.text for t in (await calls.get_call(call_id)).turns] == [asked.text]
+
+    assert await calls.interrupt_unfinished(reason="server-stopped") == 1  # it died here
+    call = await calls.get_call(call_id)
+    assert [(t.seq, t.speaker, t.text, t.interrupted) for t in call.turns] == [
+        (1, "caller", asked.text, False), (2, "agent", "We open at nine", True)]
+    async with db.connect() as conn:
+        assert (await conn.execute(select(TurnDraft))).all() == []
