@@ -202,6 +202,7 @@ def create_app(
             handler=runner,
             lines=lines,
             metrics=metrics,
+            relay=cluster,
         )
     )
     dialer = Dialer(config=OutboundConfig(

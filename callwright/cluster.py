@@ -9,6 +9,9 @@ What the workers share beyond the database:
   other closes its calls in the database (stored as interrupted, turns kept).
 - **Change nudges for live pages.** A worker that stores a call's start, turns or end
   publishes a nudge; every worker's live feeds wake and read the database at once.
+- **Call events across workers.** A callback that reaches a worker other than the one
+  running the call's stream (Twilio's asynchronous answering-machine result) is relayed
+  to every worker; the one running the call acts on it.
 
 Redis being away never stops a call: admission falls back to each worker's own cap and
 live pages to polling, with a warning in the log.
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 import redis.asyncio as redis
@@ -84,6 +88,8 @@ class Cluster(Changes):
         self._beat_s = lease_s / 5
         self._lines_key = f"{prefix}:lines"
         self._channel = f"{prefix}:changes"
+        self._events_channel = f"{prefix}:call-events"
+        self._on_event: Callable[[str, dict], Awaitable[None]] | None = None
         self._presence = f"{prefix}:worker:"
         self._admit = self._redis.register_script(ADMIT)
         self._renew = self._redis.register_script(RENEW)
@@ -181,16 +187,46 @@ class Cluster(Changes):
             self._warn("publishing a change", exc)
             super().notify()  # this worker's own pages still wake
 
+    def on_call_event(self, handler: Callable[[str, dict], Awaitable[None]]) -> None:
+        """Have `handler(call_sid, event)` hear the call events relayed by any worker (this
+        one's too); it acts on those of the calls running here."""
+        self._on_event = handler
+
+    async def relay(self, call_sid: str, event: dict) -> None:
+        """Pass `event` (JSON-able) on to whichever worker runs `call_sid`.
+
+        Raises:
+            redis.exceptions.RedisError: Redis is away.
+        """
+        await self._redis.publish(self._events_channel,
+                                  json.dumps({"call_sid": call_sid, "event": event}))
+
     async def _listen(self) -> None:
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    async for _message in pubsub.listen():
-                        super().notify()
+                    await pubsub.subscribe(self._channel, self._events_channel)
+                    async for message in pubsub.listen():
+                        if message["channel"].decode() == self._events_channel:
+                            await self._deliver(message["data"])
+                        else:
+                            super().notify()
             except RedisError as exc:
                 self._warn("listening for changes", exc)
                 await asyncio.sleep(1.0)
+
+    async def _deliver(self, data: bytes) -> None:
+        try:
+            relayed = json.loads(data)
+            call_sid, event = str(relayed["call_sid"]), dict(relayed["event"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning("redis: an unreadable call event was ignored")
+            return
+        if self._on_event is not None:
+            try:
+                await self._on_event(call_sid, event)
+            except Exception:  # one bad event must not stop the listener
+                logger.exception(f"call {call_sid}: handling a relayed event failed")
 
 
 async def close_calls_of_dead_workers(cluster: Cluster, store: CallStore) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -18,6 +18,17 @@ class SharedLines(Protocol):
 
     async def release(self, call_sid: str) -> None:
         """Free the call's line."""
+
+
+class CallRelay(Protocol):
+    """Call events passed between workers (`callwright.cluster.Cluster`): a callback may
+    reach a worker other than the one running the call's stream."""
+
+    async def relay(self, call_sid: str, event: dict) -> None:
+        """Pass `event` on to whichever worker runs `call_sid`."""
+
+    def on_call_event(self, handler: Callable[[str, dict], Awaitable[None]]) -> None:
+        """Have `handler(call_sid, event)` hear every relayed event."""
 
 
 class Lines:

@@ -123,6 +123,29 @@ async def test_webhook_on_one_worker_and_stream_on_another(service):
     assert f"call {twilio.call_sid}: stream" not in service.workers["w1"].log()
 
 
+async def test_an_answering_machine_result_reaches_the_worker_running_the_call(service):
+    """Twilio's asynchronous AMD callback lands on w1 while the call's stream runs on w2:
+    w2 hears of it through Redis and treats the line as a machine: what was playing is
+    cleared from the line (a flow's voicemail node would speak next)."""
+    twilio = service.caller(webhook="w1", stream="w2", from_number="+15550100065")
+    async with twilio.open_stream() as session:
+        await session.wait_reply(1.0, 20)
+        assert session.result.clears == 0
+        amd = {"AccountSid": ACCOUNT_SID, "CallSid": twilio.call_sid,
+               "AnsweredBy": "machine_end_beep", "MachineDetectionDuration": "2900"}
+        twilio.base_url = service.workers["w1"].url
+        told = time.monotonic()
+        assert (await twilio.post_signed("/twilio/amd", amd)).status_code == 204
+        deadline = told + 5
+        while not session.result.clears and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert session.result.clears == 1, "w2 was not told of the machine"
+        print(f"the line was cleared {session.result.clear_times[0] - told:.2f} s after the "
+              "callback reached w1")
+    call = await service.stored(twilio.call_sid)
+    assert call["answered_by"] == "machine_end_beep" and call["worker"] == "w2"
+
+
 async def test_the_cap_holds_across_workers(service):
     """Two lines for the whole service: a third call is refused whichever worker it reaches,
     and a line is free again as soon as a call ends."""

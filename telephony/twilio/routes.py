@@ -18,7 +18,7 @@ from callwright.memory.models import Call
 from callwright.memory.store import CallStore
 from callwright.metrics import Metrics
 from callwright.telephony.handler import CallHandler
-from callwright.telephony.lines import Lines
+from callwright.telephony.lines import CallRelay, Lines
 from callwright.telephony.numbers import mask_number
 from callwright.telephony.twilio import tokens
 from callwright.telephony.twilio.control import TwilioCallControl
@@ -78,6 +78,7 @@ def create_router(
     handler: CallHandler,
     lines: Lines,
     metrics: Metrics | None = None,
+    relay: CallRelay | None = None,
 ) -> APIRouter:
     """Router under `/twilio`: `POST /voice`, `POST /status`, `POST /amd` and `/stream`.
 
@@ -86,7 +87,8 @@ def create_router(
     and answers with stream TwiML carrying a one-time token; the `/stream` websocket
     spends that token, runs the call through `handler` and stores how it ended. What
     is admitted, refused, rejected and ended is counted in `metrics`; what is logged
-    about a call carries its SID (`call_context`).
+    about a call carries its SID (`call_context`). With several workers, `relay` takes an
+    `/amd` result to the worker running the call's stream.
     """
     router = APIRouter(prefix="/twilio", tags=["twilio"])
     metrics = metrics or Metrics()
@@ -208,11 +210,28 @@ def create_router(
         call = await store.call_by_sid(call_sid)
         if call is not None:
             await store.update_call(call.id, answered_by=answered_by[:32])
-        if control := live.get(call_sid):
-            hang_up_now = is_machine(answered_by) and config.voicemail_action == "hangup"
-            await control.answered(answered_by, end_call=hang_up_now)
+        if call_sid in live:
+            await tell_answered(call_sid, {"answered_by": answered_by})
+        elif relay is not None and call is not None and call.ended_at is None:
+            try:
+                await relay.relay(call_sid, {"answered_by": answered_by})
+            except Exception as exc:  # Redis away: stored, but the live call is not told
+                logger.warning(f"call {call_sid}: answering-machine result not relayed "
+                               f"to its worker ({exc!r})")
         logger.info(f"call {call_sid}: answered by {answered_by}")
         return Response(status_code=204)
+
+    async def tell_answered(call_sid: str, event: dict) -> None:
+        """Tell the call's pipeline who answered, if its stream runs here."""
+        answered_by = event.get("answered_by")
+        if (control := live.get(call_sid)) is None or not isinstance(answered_by, str):
+            return
+        hang_up_now = is_machine(answered_by) and config.voicemail_action == "hangup"
+        with call_context(call_sid=call_sid):
+            await control.answered(answered_by, end_call=hang_up_now)
+
+    if relay is not None:
+        relay.on_call_event(tell_answered)
 
     @router.websocket("/stream")
     async def stream(websocket: WebSocket) -> None:
