@@ -202,23 +202,19 @@ def create_router(
     async def amd(request: Request) -> Response:
         """Asynchronous answering-machine detection: the result arrives mid-call."""
         params = await signed_form(request)
-        with call_context(call_sid=params["CallSid"]):
-            return await answered(params)
-
-    async def answered(params: dict[str, str]) -> Response:
         call_sid, answered_by = params["CallSid"], params.get("AnsweredBy", "unknown")
-        call = await store.call_by_sid(call_sid)
-        if call is not None:
-            await store.update_call(call.id, answered_by=answered_by[:32])
-        if call_sid in live:
-            await tell_answered(call_sid, {"answered_by": answered_by})
-        elif relay is not None and call is not None and call.ended_at is None:
-            try:
-                await relay.relay(call_sid, {"answered_by": answered_by})
-            except Exception as exc:  # Redis away: stored, but the live call is not told
-                logger.warning(f"call {call_sid}: answering-machine result not relayed "
-                               f"to its worker ({exc!r})")
-        logger.info(f"call {call_sid}: answered by {answered_by}")
+        with call_context(call_sid=call_sid):
+            call = await store.call_by_sid(call_sid)
+            if call is not None:
+                await store.update_call(call.id, answered_by=answered_by[:32])
+            if call_sid in live:
+                await tell_answered(call_sid, {"answered_by": answered_by})
+            elif relay is not None and call is not None and call.ended_at is None:
+                try:  # its stream runs on another worker
+                    await relay.relay(call_sid, {"answered_by": answered_by})
+                except Exception as exc:  # Redis away: stored, but the call is not told
+                    logger.warning(f"answering-machine result not relayed ({exc!r})")
+            logger.info(f"call {call_sid}: answered by {answered_by}")
         return Response(status_code=204)
 
     async def tell_answered(call_sid: str, event: dict) -> None:
