@@ -229,10 +229,10 @@ class WorkerPool(AudioLLM):
                     self.capabilities = answer.capabilities.to_contract()
                     self.name = f"workers:{answer.backend}"
             else:
-                member.problem = answer
                 member.failures += 1
-                if member.failures == DOWN_AFTER_FAILED_PROBES:
+                if member.failures >= DOWN_AFTER_FAILED_PROBES:
                     self._give_up(member, f"health checks failed: {answer}")
+                member.problem = answer
 
     async def _refresh_members(self) -> None:
         if self._registry is None:
@@ -253,14 +253,22 @@ class WorkerPool(AudioLLM):
                 logger.info(f"model worker {url} left; its calls stay on it until they end")
                 del self._members[url]
 
-    def _give_up(self, member: _Member, reason: str) -> None:
-        """Route nothing new to `member`, and move its calls off it now."""
+    def _mark_down(self, member: _Member, reason: str) -> None:
+        """Route nothing new to `member` until a health check passes."""
+        if not member.down:
+            logger.error(f"model worker {member.url} is down ({reason})")
         member.failures = max(member.failures, DOWN_AFTER_FAILED_PROBES)
         member.problem = reason
-        logger.error(f"model worker {member.url} is down ({reason}); "
-                     f"moving its {len(member.sessions)} call(s)")
+
+    def _give_up(self, member: _Member, reason: str) -> None:
+        """Its health checks failed: route nothing new to it, and move its calls off it now
+        (their sockets may stay open on a hung worker)."""
+        self._mark_down(member, reason)
+        if member.sessions:
+            logger.warning(f"moving the {len(member.sessions)} call(s) on {member.url}")
         for session in list(member.sessions):
             session.lose(f"model worker {member.url} is down: {reason}")
+        member.sessions.clear()
 
     def _route(self, exclude: set[str]) -> list[_Member]:
         """The workers to try, least busy first; equals take turns."""
@@ -296,7 +304,7 @@ class WorkerPool(AudioLLM):
                     logger.error(f"model worker {member.url} refused the session: "
                                  f"{'wrong' if self._headers else 'no'} secret ({p.SECRET_ENV})")
                 elif isinstance(exc, OSError | TimeoutError):  # not there: not merely busy
-                    self._give_up(member, why(exc))
+                    self._mark_down(member, why(exc))
                 continue
             member.sessions.add(session)
             logger.info(f"session on model worker {member.url} ({session.backend})")
@@ -308,11 +316,11 @@ class WorkerPool(AudioLLM):
             member.sessions.discard(session)
 
     def _lost(self, session: WorkerSession, exc: WorkerLost) -> None:
-        """A session's connection dropped: treat its worker as down until a probe says not."""
+        """A session's connection dropped: treat its worker as down until a probe says not
+        (its other calls move when their own sockets drop, or when the checks fail)."""
         self._release(session)
-        member = self._members.get(session.url)
-        if member is not None and not member.down:
-            self._give_up(member, str(exc))
+        if (member := self._members.get(session.url)) is not None:
+            self._mark_down(member, str(exc))
 
     async def close(self) -> None:
         """Stop the health checks and close the HTTP and Redis clients."""
