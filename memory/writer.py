@@ -8,10 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from loguru import logger
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 
 from callwright.memory.store import CallStore, DraftRecord, TurnRecord
 
 T = TypeVar("T")
+# Errors that storing the same records again would only repeat (unlike a lost connection).
+REFUSED = (IntegrityError, DataError, ProgrammingError, TypeError, ValueError)
 
 
 class OrderedWriter(Generic[T]):
@@ -19,7 +22,8 @@ class OrderedWriter(Generic[T]):
 
     `write()` never waits on the database. When a flush fails the records stay
     buffered and are retried with backoff; past `max_buffered` the oldest are
-    dropped with an error log, so a dead database cannot exhaust memory.
+    dropped with an error log, so a dead database cannot exhaust memory. A record the
+    database refuses outright (a constraint, bad data) is dropped alone, with an error log.
     """
 
     what = "records"
@@ -87,16 +91,38 @@ class OrderedWriter(Generic[T]):
                 batch = list(self._buffer)
                 try:
                     await self._sink(batch)
+                except REFUSED:  # a record the database will never take: not worth a retry
+                    await self._store_one_by_one(batch)
+                    continue
                 except Exception as exc:  # the database may be away: keep and retry
                     logger.warning(f"storing {len(batch)} {self.what} failed ({exc!r}); retrying")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
                 delay = self._retry_s
-                for record in batch:  # the head may have been dropped meanwhile
-                    if self._buffer and self._buffer[0] is record:
-                        self._buffer.popleft()
+                self._forget(batch)
             self._idle.set()
+
+    def _forget(self, batch: list[T]) -> None:
+        for record in batch:  # the head may have been dropped meanwhile
+            if self._buffer and self._buffer[0] is record:
+                self._buffer.popleft()
+
+    async def _store_one_by_one(self, batch: list[T]) -> None:
+        """A batch the database refused: store its records one at a time and drop (with an
+        error log, counted in `dropped`) only those it refuses, so that one bad record
+        never holds up every call's. The database going away meanwhile stops this; what
+        is left of the batch is retried as usual."""
+        for record in batch:
+            try:
+                await self._sink([record])
+            except REFUSED as exc:  # logged without its content: it may be personal data
+                self.dropped += 1
+                logger.error(f"a {self.what} record was refused and dropped: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            except Exception:
+                return
+            self._forget([record])
 
 
 class TurnWriter(OrderedWriter[TurnRecord | DraftRecord]):

@@ -327,3 +327,21 @@ async def test_a_draft_gives_way_to_later_turns_and_is_kept_when_the_server_died
         (1, "caller", asked.text, False), (2, "agent", "We open at nine", True)]
     async with db.connect() as conn:
         assert (await conn.execute(select(TurnDraft))).all() == []
+
+
+async def test_a_record_the_database_refuses_is_dropped_alone(db, parts):
+    """A turn the database will never take (its seq is taken) is dropped with an error;
+    the turns written around it, of its call and of another, are stored."""
+    calls, turns, _ = parts
+    one = await _new_call(calls, None, "CA-poison-1")
+    two = await _new_call(calls, None, "CA-poison-2")
+    turn = dict(speaker="caller", start_ms=0, end_ms=10)
+    turns.write(TurnRecord(call_id=one, seq=1, text="first", **turn))
+    await turns.flush(10)
+    turns.write(TurnRecord(call_id=two, seq=1, text="other call", **turn))
+    turns.write(TurnRecord(call_id=one, seq=1, text="same seq again", **turn))
+    turns.write(TurnRecord(call_id=one, seq=2, text="after it", **turn))
+    assert await turns.flush(10), "the writer is stuck on the refused record"
+    assert [t.text for t in (await calls.get_call(one)).turns] == ["first", "after it"]
+    assert [t.text for t in (await calls.get_call(two)).turns] == ["other call"]
+    assert turns.dropped == 1
