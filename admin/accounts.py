@@ -212,10 +212,9 @@ class AccountStore:
         """
         statement = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
         if query:
-            like = f"%{query}%"
-            statement = statement.where(or_(AuditEntry.username.ilike(like),
-                                            AuditEntry.action.ilike(like),
-                                            AuditEntry.target.ilike(like)))
+            statement = statement.where(or_(
+                *(column.icontains(query, autoescape=True)
+                  for column in (AuditEntry.username, AuditEntry.action, AuditEntry.target))))
         async with self._sessions() as session:
             return list(await session.scalars(statement.limit(limit).offset(offset)))
 

@@ -119,8 +119,9 @@ class CallQueries:
             end = datetime.combine(f.date_to + timedelta(days=1), time.min, UTC)
             where.append(Call.created_at < end)
         if f.number:
-            like = f"%{f.number.strip()}%"
-            where.append(or_(Call.from_number.like(like), Call.to_number.like(like)))
+            number = f.number.strip()  # % and _ are the caller's characters, not wildcards
+            where.append(or_(Call.from_number.contains(number, autoescape=True),
+                             Call.to_number.contains(number, autoescape=True)))
         if f.flow:
             where.append(Call.flow_name == f.flow)
         if f.status:

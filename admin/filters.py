@@ -39,11 +39,16 @@ def duration(seconds: float | None) -> str:
 def highlight(text: str, query: str) -> Markup:
     """Escape `text` and mark words starting like the searched ones (stems match too)."""
     words = search_words(query)
-    safe = str(escape(text))
     if not words:
-        return Markup(safe)
+        return escape(text)
+    # Matched in the raw text, then escaped piece by piece: a search for "amp" must not
+    # land inside the "&amp;" that escaping makes.
     pattern = re.compile(r"\b(" + "|".join(re.escape(w[:5]) for w in words) + r")\w*", re.I)
-    return Markup(pattern.sub(lambda m: f"<mark>{m.group(0)}</mark>", safe))
+    pieces, start = [], 0
+    for match in pattern.finditer(text):
+        pieces += [escape(text[start:match.start()]), Markup("<mark>%s</mark>") % match[0]]
+        start = match.end()
+    return Markup("").join([*pieces, escape(text[start:])])
 
 
 def unheard(planned: str | None, heard: str) -> str:

@@ -56,6 +56,7 @@ async def test_filters_and_search(database_url):
         assert await sids(q='") OR *') == []  # search syntax from users is inert
         assert await sids(date_from="2026-03-11", date_to="2026-03-11") == ["CA2"]
         assert await sids(number="0001") == ["CA1"]
+        assert await sids(number="%") == [] and await sids(number="_") == []  # not wildcards
         assert await sids(flow="support") == ["CA2"]
         assert await sids(status="completed") == ["CA3", "CA1"]
         assert await sids(end_reason="stream-error") == ["CA2"]
@@ -86,3 +87,11 @@ async def test_filters_and_search(database_url):
                                         "failed · stream-error": 1, "completed": 1}
     finally:
         await engine.dispose()
+
+
+def test_highlight_marks_words_and_never_splits_what_escaping_made():
+    from callwright.admin.filters import highlight
+
+    marked = highlight("Tom & Jerry's <b>table</b>: amp it up", "amp table")
+    assert str(marked) == ("Tom &amp; Jerry&#39;s &lt;b&gt;<mark>table</mark>&lt;/b&gt;: "
+                           "<mark>amp</mark> it up")
