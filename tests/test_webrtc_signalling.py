@@ -135,3 +135,6 @@ async def test_session_cap_and_rate_limit(signalling, tmp_path):
     limiter = webrtc.RateLimiter(limit=2, window_s=60)
     assert [limiter.allow("10.0.0.1") for _ in range(3)] == [True, True, False]
     assert limiter.allow("10.0.0.2")
+    closed = webrtc.RateLimiter(limit=0)  # offers turned off: refused, from any number of hosts
+    assert not any(closed.allow(f"10.1.{i // 256}.{i % 256}")
+                   for i in range(webrtc.RateLimiter.MAX_KEYS + 10))

@@ -150,7 +150,8 @@ class RateLimiter:
         """Count an event for `key` and allow it; False (not counted) when over the limit."""
         now = time.monotonic()
         if len(self._events) > self.MAX_KEYS:
-            self._events = {k: q for k, q in self._events.items() if now - q[-1] < self._window_s}
+            self._events = {k: q for k, q in self._events.items()
+                            if q and now - q[-1] < self._window_s}
         events = self._events.setdefault(key, deque())
         while events and now - events[0] >= self._window_s:
             events.popleft()
