@@ -25,9 +25,11 @@ from callwright.agent.backend import (
     AudioLLMSession,
     BackendBusy,
     Capabilities,
+    ContextTurn,
     EndOfTurn,
     Event,
     TextDelta,
+    ToolResult,
     TurnRequest,
 )
 from callwright.agent.backends.worker_pool import WorkerPool
@@ -47,6 +49,8 @@ class Named(AudioLLM):
     def __init__(self, name: str):
         self.name = name
         self.turns = 0
+        self.requests: list[TurnRequest] = []
+        self.end = EndOfTurn()
         self.hold = asyncio.Event()
         self.hold.set()
 
@@ -63,10 +67,11 @@ class NamedSession(AudioLLMSession):
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         self._backend.turns += 1
+        self._backend.requests.append(request)
         yield TextDelta(text=self._backend.name)
         await self._backend.hold.wait()
         yield AudioChunk(audio=bytes(320), sample_rate=16_000)
-        yield EndOfTurn()
+        yield self._backend.end
 
     async def cancel(self) -> None:
         pass
@@ -132,6 +137,27 @@ async def test_new_calls_go_to_the_least_busy_worker(workers):
     finally:
         await pool.close()
         await other.close()
+
+
+async def test_a_turn_and_its_end_cross_to_the_worker_whole(workers):
+    """Keys, silence, the machine result and tool results reach the hosted model, and its
+    transfer, tones and listen timeout come back (else a keypress reads as the opening)."""
+    w1 = workers[0]
+    pool = await pool_of(w1.url)
+    try:
+        session = await pool.open_session()
+        w1.backend.end = EndOfTurn(transfer_to="+15550100999", dtmf="1", listen_timeout_s=4.0)
+        request = TurnRequest(
+            audio=None, dtmf="42#", answered_by="human", instructions="Be brief.",
+            history=(ContextTurn(role="caller", text="My order number is"),),
+            tools=({"name": "lookup"},),
+            tool_results=(ToolResult(call_id="c1", name="lookup", result={"status": "sent"}),))
+        events = [e async for e in session.respond(request)]
+        assert w1.backend.requests == [request]
+        assert events[-1] == w1.backend.end
+        await session.close()
+    finally:
+        await pool.close()
 
 
 async def test_a_worker_that_stops_answering_is_skipped_until_it_is_back(workers):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from callwright.agent import backend as contract
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: turns carry keys, silence, the machine result and tool results
 SESSION_PATH = "/session"
 HEALTH_PATH = "/health"
 CLOSE_BUSY = 1013  # RFC 6455 "try again later"
@@ -123,31 +123,47 @@ class HistoryTurn(_Message):
     text: str
 
 
+class ToolResultModel(_Message):
+    """A `ToolResult` on the wire."""
+
+    call_id: str
+    name: str
+    result: dict
+
+
 class Turn(_Message):
-    """Run a turn. Carries the audio, the history's text, the instructions and the tools; a
-    `TurnRequest`'s keys, silence, machine result and tool results are not sent."""
+    """Run a turn: everything a `TurnRequest` holds but the audio of past turns."""
 
     type: Literal["turn"] = "turn"
     turn_id: int
     audio: Audio | None = None  # 16 kHz int16; None when the agent opens the call
+    dtmf: str = ""
+    silence: bool = False
+    answered_by: str = ""
     history: list[HistoryTurn] = []
     instructions: str = ""
     tools: list[dict] = []
+    tool_results: list[ToolResultModel] = []
 
     @classmethod
     def of(cls, turn_id: int, request: contract.TurnRequest) -> Turn:
-        """The wire form of `request` as turn `turn_id` (what a `Turn` can carry)."""
+        """The wire form of `request` as turn `turn_id`."""
         return cls(
-            turn_id=turn_id, audio=request.audio, instructions=request.instructions,
+            turn_id=turn_id, audio=request.audio, dtmf=request.dtmf, silence=request.silence,
+            answered_by=request.answered_by, instructions=request.instructions,
             history=[HistoryTurn(role=t.role, text=t.text) for t in request.history],
             tools=list(request.tools),
+            tool_results=[ToolResultModel(**vars(r)) for r in request.tool_results],
         )
 
     def to_request(self) -> contract.TurnRequest:
         """The `TurnRequest` the worker's session answers."""
         return contract.TurnRequest(
-            audio=self.audio, instructions=self.instructions, tools=tuple(self.tools),
+            audio=self.audio, dtmf=self.dtmf, silence=self.silence,
+            answered_by=self.answered_by, instructions=self.instructions,
+            tools=tuple(self.tools),
             history=tuple(contract.ContextTurn(role=t.role, text=t.text) for t in self.history),
+            tool_results=tuple(contract.ToolResult(**r.model_dump()) for r in self.tool_results),
         )
 
 
@@ -216,11 +232,14 @@ class ToolCallMessage(_Message):
 
 
 class TurnEnd(_Message):
-    """`EndOfTurn` of turn `turn_id`: only its `end_call` and `error` are sent."""
+    """`EndOfTurn` of turn `turn_id`."""
 
     type: Literal["turn_end"] = "turn_end"
     turn_id: int
     end_call: bool = False
+    transfer_to: str | None = None
+    dtmf: str = ""
+    listen_timeout_s: float | None = None
     error: str | None = None  # the backend failed this turn; the client should apologise
 
 
@@ -262,8 +281,8 @@ def encode_event(turn_id: int, event: contract.Event) -> _Message:
         case contract.ToolCall(call_id=call_id, name=name, arguments=arguments):
             return ToolCallMessage(turn_id=turn_id, call_id=call_id, name=name,
                                    arguments=arguments)
-        case contract.EndOfTurn(end_call=end_call, error=error):
-            return TurnEnd(turn_id=turn_id, end_call=end_call, error=error)
+        case contract.EndOfTurn():
+            return TurnEnd(turn_id=turn_id, **vars(event))
     raise TypeError(f"not a backend event: {event!r}")
 
 
@@ -282,6 +301,6 @@ def decode_event(message: _Message) -> contract.Event:
             return contract.AudioChunk(audio=audio, sample_rate=rate)
         case ToolCallMessage(call_id=call_id, name=name, arguments=arguments):
             return contract.ToolCall(call_id=call_id, name=name, arguments=arguments)
-        case TurnEnd(end_call=end_call, error=error):
-            return contract.EndOfTurn(end_call=end_call, error=error)
+        case TurnEnd():
+            return contract.EndOfTurn(**message.model_dump(exclude={"type", "turn_id"}))
     raise TypeError(f"not an event message: {message!r}")
