@@ -64,7 +64,9 @@ def create_app(
     if settings.redis_url:
         if not settings.secret_key:
             raise ValueError("REDIS_URL is set (several workers) but CALLWRIGHT_SECRET_KEY is "
-                             "not: every worker must sign stream tokens with the same key")
+                             "not: every worker must sign stream tokens with the same key; "
+                             "issue one with: python -c \"import secrets; "
+                             "print(secrets.token_urlsafe(32))\"")
         cluster = Cluster(url=settings.redis_url, worker=settings.worker_name,
                           max_calls=settings.max_calls_total, lease_s=settings.worker_lease_s)
     store = CallStore(engine, worker=settings.worker_name, changes=cluster)

@@ -35,10 +35,15 @@ def serve(
     port: int = typer.Option(None, help="Port (CALLWRIGHT_PORT)."),
 ) -> None:
     """Serve the Twilio webhook, media streams and API."""
-    settings = _settings(host=host, port=port)
-    from callwright.server import serve as serve_forever
+    from callwright.server import create_server
 
-    serve_forever(settings)
+    settings = _settings(host=host, port=port)
+    try:
+        server = create_server(settings)
+    except ValueError as exc:  # settings that cannot work together: say which, no traceback
+        typer.echo(f"callwright serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(server.serve())
 
 
 @app.command()
