@@ -73,6 +73,9 @@ class NamedSession(AudioLLMSession):
         yield AudioChunk(audio=bytes(320), sample_rate=16_000)
         yield self._backend.end
 
+    async def prepare(self, audio: bytes) -> str | None:
+        return f"{len(audio)} bytes heard by {self._backend.name}"
+
     async def cancel(self) -> None:
         pass
 
@@ -140,8 +143,8 @@ async def test_new_calls_go_to_the_least_busy_worker(workers):
 
 
 async def test_a_turn_and_its_end_cross_to_the_worker_whole(workers):
-    """Keys, silence, the machine result and tool results reach the hosted model, and its
-    transfer, tones and listen timeout come back (else a keypress reads as the opening)."""
+    """Early audio (prepare), keys, silence, the machine result and tool results reach the
+    hosted model, and its transfer, tones and listen timeout come back."""
     w1 = workers[0]
     pool = await pool_of(w1.url)
     try:
@@ -152,6 +155,8 @@ async def test_a_turn_and_its_end_cross_to_the_worker_whole(workers):
             history=(ContextTurn(role="caller", text="My order number is"),),
             tools=({"name": "lookup"},),
             tool_results=(ToolResult(call_id="c1", name="lookup", result={"status": "sent"}),))
+        # The caller paused: the worker starts on the audio and says what it heard.
+        assert await session.prepare(bytes(3200)) == "3200 bytes heard by w1"
         events = [e async for e in session.respond(request)]
         assert w1.backend.requests == [request]
         assert events[-1] == w1.backend.end

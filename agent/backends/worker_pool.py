@@ -385,6 +385,10 @@ class PoolSession(AudioLLMSession):
                 logger.warning(f"model worker {session.url} lost before answering ({exc}); "
                                "sending the turn to another worker")
 
+    async def prepare(self, audio: bytes) -> str | None:
+        """Start the current worker on `audio`; the caller's words if it can tell."""
+        return await self._session.prepare(audio) if self._session is not None else None
+
     async def cancel(self) -> None:
         """Stop the turn on the current worker."""
         self._cancelled = True

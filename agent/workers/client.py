@@ -22,6 +22,7 @@ from callwright.agent.backend import AudioLLMSession, EndOfTurn, Event, TurnRequ
 from callwright.agent.workers import protocol as p
 
 CANCEL_TIMEOUT_S = 5.0
+PREPARE_TIMEOUT_S = 5.0
 
 
 class WorkerLost(RuntimeError):
@@ -87,6 +88,8 @@ class WorkerSession(AudioLLMSession):
         self._turn_id = 0
         self._queue: asyncio.Queue[p._Message | BaseException] | None = None
         self._acks: dict[int, asyncio.Future] = {}
+        self._prepare_ids = itertools.count(1)
+        self._prepared: dict[int, asyncio.Future[str | None]] = {}
         self._cancelled: set[int] = set()
         self._lost: WorkerLost | None = None
         self._reader = asyncio.create_task(self._read(), name=f"worker-reader {url}")
@@ -103,6 +106,10 @@ class WorkerSession(AudioLLMSession):
                 if isinstance(message, p.Cancelled):
                     if future := self._acks.pop(message.turn_id, None):
                         future.set_result(None)
+                elif isinstance(message, p.Prepared):
+                    if (future := self._prepared.pop(message.prepare_id, None)) \
+                            and not future.done():
+                        future.set_result(message.text)
                 elif isinstance(message, p.ProtocolError):
                     logger.error(f"model worker {self.url}: {message.message}")
                 elif message.turn_id == self._turn_id and self._queue is not None \
@@ -118,7 +125,7 @@ class WorkerSession(AudioLLMSession):
         self._lost = lost
         if self._queue is not None:
             self._queue.put_nowait(lost)
-        for future in self._acks.values():
+        for future in [*self._acks.values(), *self._prepared.values()]:
             if not future.done():
                 future.set_result(None)
 
@@ -157,6 +164,22 @@ class WorkerSession(AudioLLMSession):
                     return
         finally:
             self._queue = None
+
+    async def prepare(self, audio: bytes) -> str | None:
+        """Hand the worker the caller's audio so far; the caller's words if its backend can
+        tell within `PREPARE_TIMEOUT_S`, else None (a lost worker says None)."""
+        if self._lost:
+            return None
+        prepare_id = next(self._prepare_ids)
+        future = self._prepared[prepare_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self._ws.send(p.Prepare(prepare_id=prepare_id, audio=audio).model_dump_json())
+            async with asyncio.timeout(PREPARE_TIMEOUT_S):
+                return await future
+        except (ConnectionClosed, TimeoutError):
+            return None
+        finally:
+            self._prepared.pop(prepare_id, None)
 
     async def cancel(self) -> None:
         """Stop the turn: wake `respond()` at once, then send `Cancel` and wait up to

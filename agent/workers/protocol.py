@@ -7,7 +7,9 @@ worker first sends `Ready`; then the client sends `Turn`s one at a time and the
 worker streams that turn's events back, each tagged with its `turn_id`, ending with
 `TurnEnd`. `Cancel` stops the turn within one decoding step; the worker answers
 `Cancelled` once generation has stopped, and sends nothing more for that turn.
-Audio is base64 int16 mono PCM: 16 kHz in, the backend's own rate out.
+`Prepare` hands over the caller's audio when they pause, before the turn is confirmed;
+the worker answers `Prepared` with their words if its backend can tell. Audio is
+base64 int16 mono PCM: 16 kHz in, the backend's own rate out.
 
 A worker given a shared secret refuses a `/session` handshake (HTTP 401) unless it
 carries `Authorization: Bearer <secret>`; `/health` stays open for probes. With TLS the
@@ -24,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from callwright.agent import backend as contract
 
-PROTOCOL_VERSION = 2  # 2: turns carry keys, silence, the machine result and tool results
+PROTOCOL_VERSION = 2  # 2: whole turns and turn ends; early transcripts (Prepare)
 SESSION_PATH = "/session"
 HEALTH_PATH = "/health"
 CLOSE_BUSY = 1013  # RFC 6455 "try again later"
@@ -174,6 +176,15 @@ class Cancel(_Message):
     turn_id: int
 
 
+class Prepare(_Message):
+    """The caller may have finished `audio` (16 kHz int16): start on it, and say what they
+    said if the backend can tell (`AudioLLMSession.prepare`); answered by `Prepared`."""
+
+    type: Literal["prepare"] = "prepare"
+    prepare_id: int
+    audio: Audio
+
+
 class Truncate(_Message):
     """The caller heard only `heard_text` of the last reply."""
 
@@ -181,7 +192,7 @@ class Truncate(_Message):
     heard_text: str
 
 
-ClientMessage = Annotated[Turn | Cancel | Truncate, Field(discriminator="type")]
+ClientMessage = Annotated[Turn | Cancel | Prepare | Truncate, Field(discriminator="type")]
 client_message = TypeAdapter(ClientMessage)
 
 
@@ -243,6 +254,14 @@ class TurnEnd(_Message):
     error: str | None = None  # the backend failed this turn; the client should apologise
 
 
+class Prepared(_Message):
+    """The answer to `Prepare` `prepare_id`: the caller's words, or None."""
+
+    type: Literal["prepared"] = "prepared"
+    prepare_id: int
+    text: str | None = None
+
+
 class Cancelled(_Message):
     """Turn `turn_id` has stopped; nothing more comes for it."""
 
@@ -259,7 +278,7 @@ class ProtocolError(_Message):
 
 WorkerMessage = Annotated[
     Ready | CallerTextMessage | TextDeltaMessage | AudioChunkMessage | ToolCallMessage
-    | TurnEnd | Cancelled | ProtocolError,
+    | TurnEnd | Prepared | Cancelled | ProtocolError,
     Field(discriminator="type"),
 ]
 worker_message = TypeAdapter(WorkerMessage)

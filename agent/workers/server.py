@@ -187,6 +187,7 @@ class _SessionServer:
         self._backend = backend
         self._turn: asyncio.Task | None = None
         self._turn_id: int | None = None
+        self._preparing: set[asyncio.Task] = set()
 
     async def _send(self, message: p._Message) -> None:
         await self._ws.send(message.model_dump_json())
@@ -205,13 +206,28 @@ class _SessionServer:
                     await self._start(message)
                 elif isinstance(message, p.Cancel):
                     await self._cancel(message.turn_id)
+                elif isinstance(message, p.Prepare):
+                    task = asyncio.create_task(self._prepare(message))
+                    self._preparing.add(task)
+                    task.add_done_callback(self._preparing.discard)
                 else:
                     await self._session.truncate(message.heard_text)
         except ConnectionClosed:
             pass
         finally:
+            for task in list(self._preparing):
+                task.cancel()
             if self._turn_id is not None:
                 await self._cancel(self._turn_id, reply=False)
+
+    async def _prepare(self, message: p.Prepare) -> None:
+        try:
+            text = await self._session.prepare(message.audio)
+        except Exception:
+            logger.exception("preparing a turn failed")
+            text = None
+        with contextlib.suppress(ConnectionClosed):
+            await self._send(p.Prepared(prepare_id=message.prepare_id, text=text))
 
     async def _start(self, turn: p.Turn) -> None:
         if self._turn is not None and not self._turn.done():
