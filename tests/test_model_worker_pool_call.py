@@ -80,7 +80,7 @@ async def test_workers_join_a_killed_ones_call_moves_unheard_and_a_drained_one_f
                   f"started (before the kill: {normal:.2f} s)")
             assert "problem" not in reply and "sorry" not in reply  # moved unheard
             assert spare.health()["sessions"] == 1
-            assert "sending the turn to another worker" in server.log()
+            assert "call moved to model worker" in server.log()
             states = await model_workers(server)
             assert not states.get(on.url, "gone").startswith("up")
             assert states[spare.url].startswith("up")

@@ -345,12 +345,35 @@ class PoolSession(AudioLLMSession):
     def __init__(self, *, pool: WorkerPool, session: WorkerSession):
         self._pool = pool
         self._session: WorkerSession | None = session
+        self._moving = asyncio.Lock()  # prepare() and respond() may both find it lost
         self._cancelled = False
 
     @property
     def worker(self) -> str | None:
         """The URL of the worker the call is on now (None between a loss and the move)."""
         return self._session.url if self._session else None
+
+    async def _current(self, *, tried: set[str]) -> WorkerSession:
+        """The session to use now: the one the call is on, or, if its worker was lost, one
+        on another worker (not one of `tried`).
+
+        Raises:
+            BackendBusy: No other worker took the call.
+        """
+        async with self._moving:
+            if self._session is not None and self._session.lost:
+                tried.add(self._session.url)
+                await self._drop(self._session, WorkerLost("the worker went away"))
+            if self._session is None:
+                self._session = await self._pool._connect_any(exclude=tried)
+                logger.warning(f"call moved to model worker {self._session.url}")
+            return self._session
+
+    async def _drop(self, session: WorkerSession, exc: WorkerLost) -> None:
+        self._pool._lost(session, exc)
+        if self._session is session:
+            self._session = None
+        await _close_quietly(session)
 
     async def respond(self, request: TurnRequest) -> AsyncIterator[Event]:
         """Stream the worker's answer to the turn. A worker lost before it sent anything of
@@ -359,14 +382,12 @@ class PoolSession(AudioLLMSession):
         self._cancelled = False
         tried: set[str] = set()
         while True:
-            if self._session is None:
-                try:
-                    self._session = await self._pool._connect_any(exclude=tried)
-                except BackendBusy as exc:
-                    yield EndOfTurn(error=f"model worker lost, and {exc}")
-                    return
-                logger.warning(f"call moved to model worker {self._session.url}")
-            session, started = self._session, False
+            try:
+                session = await self._current(tried=tried)
+            except BackendBusy as exc:
+                yield EndOfTurn(error=f"model worker lost, and {exc}")
+                return
+            started = False
             try:
                 async for event in session.respond(request):
                     started = True
@@ -375,10 +396,8 @@ class PoolSession(AudioLLMSession):
             except WorkerLost as exc:
                 if self._cancelled:
                     return
-                self._pool._lost(session, exc)
-                self._session = None
                 tried.add(session.url)
-                await _close_quietly(session)
+                await self._drop(session, exc)
                 if started:  # the caller heard part of this reply: the fallback apologises
                     yield EndOfTurn(error=f"model worker {session.url} lost mid-reply: {exc}")
                     return
@@ -386,8 +405,13 @@ class PoolSession(AudioLLMSession):
                                "sending the turn to another worker")
 
     async def prepare(self, audio: bytes) -> str | None:
-        """Start the current worker on `audio`; the caller's words if it can tell."""
-        return await self._session.prepare(audio) if self._session is not None else None
+        """Start the worker on `audio` (moving the call first if its worker was lost); the
+        caller's words if it can tell."""
+        try:
+            session = await self._current(tried=set())
+        except BackendBusy:
+            return None  # the turn itself falls back
+        return await session.prepare(audio)
 
     async def cancel(self) -> None:
         """Stop the turn on the current worker."""
