@@ -259,7 +259,8 @@ class AgentPlayout:
                 turn.timings["end_of_turn_ms"] = int((turn.started - turn.speech_end) * 1000)
             await self._push(TTSStartedFrame())
             if self._ms is not None:
-                self.end_turn()  # an earlier turn's, if it was never ended
+                if self._drafting:  # an earlier turn's, never ended
+                    self._drafting.cancel()
                 self._drafting = asyncio.create_task(self._draft(turn, self._ms),
                                                      name="agent-turn-draft")
         index = turn.add_piece(chunk.audio, chunk.sample_rate)
