@@ -8,6 +8,7 @@ backend that says which worker answered; the registry is the real Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -109,10 +110,14 @@ async def workers():
         await worker.stop()
 
 
-async def pool_of(*urls: str, **kwargs) -> WorkerPool:
-    pool = WorkerPool(urls=list(urls), secret=SECRET, health_every_s=0.2, **kwargs)
+@contextlib.asynccontextmanager
+async def pool_of(*urls: str) -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool(urls=list(urls), secret=SECRET, health_every_s=0.2)
     await pool.load()
-    return pool
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 async def reply(session: AudioLLMSession) -> list[Event]:
@@ -125,10 +130,9 @@ def speaker(events: list[Event]) -> str:
 
 async def test_new_calls_go_to_the_least_busy_worker(workers):
     w1, w2, w3 = workers
-    other = await pool_of(w1.url)  # another call server fills w1
-    held = [await other.open_session() for _ in range(2)]
-    pool = await pool_of(w1.url, w2.url, w3.url)
-    try:
+    async with pool_of(w1.url) as other, pool_of(w1.url, w2.url, w3.url) as pool:
+        held = [await other.open_session() for _ in range(2)]  # another server fills w1
+        await asyncio.sleep(0.6)  # a health round sees it
         assert pool.workers[w1.url] == "up (100% busy)"
         sessions = [await pool.open_session() for _ in range(4)]
         assert [w.model.sessions for w in workers] == [2, 2, 2]
@@ -137,17 +141,13 @@ async def test_new_calls_go_to_the_least_busy_worker(workers):
             await pool.open_session()
         for session in sessions + held:
             await session.close()
-    finally:
-        await pool.close()
-        await other.close()
 
 
 async def test_a_turn_and_its_end_cross_to_the_worker_whole(workers):
     """Early audio (prepare), keys, silence, the machine result and tool results reach the
     hosted model, and its transfer, tones and listen timeout come back."""
     w1 = workers[0]
-    pool = await pool_of(w1.url)
-    try:
+    async with pool_of(w1.url) as pool:
         session = await pool.open_session()
         w1.backend.end = EndOfTurn(transfer_to="+15550100999", dtmf="1", listen_timeout_s=4.0)
         request = TurnRequest(
@@ -161,14 +161,11 @@ async def test_a_turn_and_its_end_cross_to_the_worker_whole(workers):
         assert w1.backend.requests == [request]
         assert events[-1] == w1.backend.end
         await session.close()
-    finally:
-        await pool.close()
 
 
 async def test_a_worker_that_stops_answering_is_skipped_until_it_is_back(workers):
     w1, w2, _ = workers
-    pool = await pool_of(w1.url, w2.url)
-    try:
+    async with pool_of(w1.url, w2.url) as pool:
         await w1.stop()
         await asyncio.sleep(0.8)  # a few health rounds
         assert pool.workers[w1.url].startswith("down")
@@ -179,14 +176,11 @@ async def test_a_worker_that_stops_answering_is_skipped_until_it_is_back(workers
         await w1.start()
         await asyncio.sleep(0.8)
         assert pool.workers[w1.url].startswith("up")
-    finally:
-        await pool.close()
 
 
 async def test_a_call_whose_worker_is_lost_between_turns_moves_unheard(workers):
     w1, w2, _ = workers
-    pool = await pool_of(w1.url, w2.url)
-    try:
+    async with pool_of(w1.url, w2.url) as pool:
         session = await pool.open_session()
         first = speaker(await reply(session))
         lost, spare = (w1, w2) if first == "w1" else (w2, w1)
@@ -197,14 +191,11 @@ async def test_a_call_whose_worker_is_lost_between_turns_moves_unheard(workers):
         assert session.worker == spare.url
         assert pool.workers[lost.url].startswith("down")
         await session.close()
-    finally:
-        await pool.close()
 
 
 async def test_a_worker_lost_mid_reply_hands_the_turn_to_the_fallback(workers):
     w1, w2, _ = workers
-    pool = await pool_of(w1.url, w2.url)
-    try:
+    async with pool_of(w1.url, w2.url) as pool:
         session = await pool.open_session()
         w1.backend.hold.clear()
         w2.backend.hold.clear()
@@ -217,14 +208,11 @@ async def test_a_worker_lost_mid_reply_hands_the_turn_to_the_fallback(workers):
         w2.backend.hold.set()
         assert speaker(await reply(session)) != name  # later turns run on the other worker
         await session.close()
-    finally:
-        await pool.close()
 
 
 async def test_a_draining_worker_finishes_its_calls_and_takes_no_new_ones(workers):
     w1, w2, _ = workers
-    pool = await pool_of(w1.url, w2.url)
-    try:
+    async with pool_of(w1.url, w2.url) as pool:
         session = await pool.open_session()
         here = next(w for w in (w1, w2) if w.model.sessions == 1)
         drained = asyncio.create_task(here.model.drain(timeout_s=10))
@@ -238,8 +226,6 @@ async def test_a_draining_worker_finishes_its_calls_and_takes_no_new_ones(worker
         assert await asyncio.wait_for(drained, 5) is True
         for other in others:
             await other.close()
-    finally:
-        await pool.close()
 
 
 @pytest.fixture
