@@ -208,9 +208,9 @@ class _Levels(Collector):
         if self._model_workers:
             states = GaugeMetricFamily("callwright_model_workers",
                                        "Model workers in the pool, by state (up, down, "
-                                       "draining, loading, unprobed).", labels=["state"])
+                                       "draining, leaving, loading, unprobed).", labels=["state"])
             now = [state.split(" ", 1)[0] for state in self._model_workers().values()]
-            for state in ("up", "down", "draining", "loading", "unprobed"):
+            for state in ("up", "down", "draining", "leaving", "loading", "unprobed"):
                 states.add_metric([state], now.count(state))
             yield states
         if self._watchdog:

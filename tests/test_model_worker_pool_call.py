@@ -87,7 +87,7 @@ async def test_workers_join_a_killed_ones_call_moves_unheard_and_a_drained_one_f
 
             # Drain: the worker leaves the pool at once (no new calls), its call goes on.
             spare.process.send_signal(signal.SIGTERM)
-            await wait_for(lambda: _gone(server, spare.url), 10, "the drained worker to leave")
+            await wait_for(lambda: _leaving(server, spare.url), 10, "the worker to leave")
             assert spare.health()["draining"] is True
             sent = await call.speak(speech_8k("Thank you, goodbye."))
             assert await call.wait_speech_after(sent + 1.0, 30) is not None
@@ -98,6 +98,7 @@ async def test_workers_join_a_killed_ones_call_moves_unheard_and_a_drained_one_f
         call_record = await server.call_by_sid(twilio.call_sid)
         agent_turns = [t for t in call_record["turns"] if t["speaker"] == "agent"]
         assert len(agent_turns) >= 4 and all(t["text"] for t in agent_turns)
+        await wait_for(lambda: _gone(server, spare.url), 10, "the drained worker to be gone")
     finally:
         for worker in workers:
             worker.stop()
@@ -108,6 +109,10 @@ async def _all_up(server, urls: set[str]) -> dict[str, str] | None:
     states = await model_workers(server)
     up = set(states) == urls and all(s.startswith("up") for s in states.values())
     return states if up else None
+
+
+async def _leaving(server, url: str) -> bool:
+    return (await model_workers(server)).get(url, "").startswith("leaving")
 
 
 async def _gone(server, url: str) -> bool:

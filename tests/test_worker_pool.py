@@ -263,12 +263,16 @@ async def test_workers_join_and_leave_through_redis(workers, registry_redis):
         assert sorted(pool.workers) == sorted([w1.url, w2.url])
         await asyncio.sleep(0.8)
         assert list(pool.workers) == [w1.url]
-        # Leaving: its call stays on it until it ends.
+        # Leaving: no new calls; its call stays on it, health-checked, until it ends.
         await advert.withdraw(w1.url)
         await asyncio.sleep(0.6)
-        assert pool.workers == {}
+        assert pool.workers == {w1.url: "leaving (1 call(s) left on it)"}
+        with pytest.raises(BackendBusy):
+            await pool.open_session()
         assert speaker(await reply(session)) == "w1"
         await session.close()
+        await asyncio.sleep(0.6)
+        assert pool.workers == {}
     finally:
         await pool.close()
         await advert.close()

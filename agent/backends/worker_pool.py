@@ -86,6 +86,7 @@ class _Member:
     failures: int = 0  # failed probes in a row
     opened: int = 0  # sessions opened here since the last health report
     sessions: set[WorkerSession] = field(default_factory=set)
+    leaving: bool = False  # gone from the registry; checked until its calls end
 
     @property
     def down(self) -> bool:
@@ -93,8 +94,8 @@ class _Member:
 
     @property
     def taking_calls(self) -> bool:
-        return not self.down and not (self.health and (self.health.draining
-                                                       or self.health.status != "ok"))
+        return not (self.down or self.leaving) and not (
+            self.health and (self.health.draining or self.health.status != "ok"))
 
     @property
     def load(self) -> float:
@@ -162,10 +163,12 @@ class WorkerPool(AudioLLM):
     @property
     def workers(self) -> dict[str, str]:
         """Each known worker's state in a word or two: up (with its load), down (why),
-        draining, loading, or unprobed."""
+        draining, leaving, loading, or unprobed."""
         def state(m: _Member) -> str:
             if m.down:
                 return f"down ({m.problem})"
+            if m.leaving:
+                return f"leaving ({len(m.sessions)} call(s) left on it)"
             if m.health is None:
                 return "unprobed"
             if m.health.draining:
@@ -244,14 +247,23 @@ class WorkerPool(AudioLLM):
             return
         wanted = [*self._fixed, *(u.rstrip("/") for u in advertised)]
         for url in wanted:
-            if url not in self._members:
+            if (member := self._members.get(url)) is None:
                 logger.info(f"model worker {url} joined")
                 self._members[url] = _Member(url)
                 self._warn_clear([url])
-        for url in list(self._members):
-            if url not in wanted:
-                logger.info(f"model worker {url} left; its calls stay on it until they end")
+            elif member.leaving:
+                logger.info(f"model worker {url} is back")
+                member.leaving = False
+        for url, member in list(self._members.items()):
+            if url in wanted:
+                continue
+            if not member.sessions:  # its calls are over: stop checking it
+                logger.info(f"model worker {url} left")
                 del self._members[url]
+            elif not member.leaving:
+                member.leaving = True
+                logger.info(f"model worker {url} is leaving: no new calls; its "
+                            f"{len(member.sessions)} call(s) stay on it until they end")
 
     def _mark_down(self, member: _Member, reason: str) -> None:
         """Route nothing new to `member` until a health check passes."""
