@@ -184,10 +184,9 @@ def create_app(
     app.state.lines = lines
     app.state.metrics = metrics
     pool = backend if isinstance(backend, WorkerPool) else None
-    model_workers = (lambda: pool.workers) if pool else None
     metrics.watch(calls_active=lambda: runner.active, lines=lines, models=host,
                   writers=[writer, memory.writer], watchdog=watchdog,
-                  model_workers=model_workers)
+                  model_workers=pool.state_counts if pool else None)
     app.include_router(
         twilio.create_router(
             config=twilio.TwilioConfig(
@@ -240,7 +239,7 @@ def create_app(
             "worst_loop_lag_ms": round(watchdog.worst_lag_ms), "loop_stalls": watchdog.stalls,
             "loop_lag_ms": {"p50": round(watchdog.recent_lag_ms(0.5), 1),
                             "p99": round(watchdog.recent_lag_ms(0.99), 1)},
-            **({"model_workers": model_workers()} if model_workers else {}),
+            **({"model_workers": pool.workers} if pool else {}),
         })
 
     return app

@@ -15,7 +15,7 @@ failure rates are not for anyone who finds it.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import prometheus_client
@@ -121,7 +121,7 @@ class Metrics:
         models: ModelHost | None = None,
         writers: Sequence[OrderedWriter] = (),
         watchdog: LoopWatchdog | None = None,
-        model_workers: Callable[[], dict[str, str]] | None = None,
+        model_workers: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         """Read these objects' levels at every scrape; call once.
 
@@ -131,7 +131,8 @@ class Metrics:
             models: The embedded models' host: requests waiting for a model process.
             writers: The database writers: records buffered, records dropped.
             watchdog: The event-loop watchdog: stalls counted.
-            model_workers: The model-worker pool's state per worker (`WorkerPool.workers`).
+            model_workers: The model-worker pool's workers by state
+                (`WorkerPool.state_counts`).
         """
         self.registry.register(_Levels(calls_active=calls_active, lines=lines, models=models,
                                        writers=writers, watchdog=watchdog,
@@ -164,7 +165,7 @@ class _Levels(Collector):
     def __init__(self, *, calls_active: Callable[[], int], lines: Lines | None,
                  models: ModelHost | None, writers: Sequence[OrderedWriter],
                  watchdog: LoopWatchdog | None,
-                 model_workers: Callable[[], dict[str, str]] | None):
+                 model_workers: Callable[[], Mapping[str, int]] | None):
         self._model_workers = model_workers
         self._calls_active = calls_active
         self._lines = lines
@@ -209,9 +210,8 @@ class _Levels(Collector):
             states = GaugeMetricFamily("callwright_model_workers",
                                        "Model workers in the pool, by state (up, down, "
                                        "draining, leaving, loading, unprobed).", labels=["state"])
-            now = [state.split(" ", 1)[0] for state in self._model_workers().values()]
-            for state in ("up", "down", "draining", "leaving", "loading", "unprobed"):
-                states.add_metric([state], now.count(state))
+            for state, count in self._model_workers().items():
+                states.add_metric([state], count)
             yield states
         if self._watchdog:
             yield CounterMetricFamily("callwright_event_loop_stalls",

@@ -64,6 +64,7 @@ CONNECT_TIMEOUT_S = 3.0
 HEALTH_EVERY_S = 0.5
 HEALTH_TIMEOUT_S = 0.75
 DOWN_AFTER_FAILED_PROBES = 2  # a hung worker is given up within about 2 s
+WORKER_STATES = ("up", "down", "draining", "leaving", "loading", "unprobed")
 
 
 def _in_clear_off_host(url: str) -> bool:
@@ -93,9 +94,27 @@ class _Member:
         return self.failures >= DOWN_AFTER_FAILED_PROBES
 
     @property
+    def state(self) -> str:
+        """One of `WORKER_STATES`."""
+        if self.down:
+            return "down"
+        if self.leaving:
+            return "leaving"
+        if self.health is None:
+            return "unprobed"
+        if self.health.draining:
+            return "draining"
+        return "up" if self.health.status == "ok" else "loading"
+
+    @property
     def taking_calls(self) -> bool:
-        return not (self.down or self.leaving) and not (
-            self.health and (self.health.draining or self.health.status != "ok"))
+        return self.state in ("up", "unprobed")
+
+    def described(self) -> str:
+        """The state, with why it is down, how busy it is, or how many calls it has left."""
+        detail = {"down": self.problem, "up": f"{self.load:.0%} busy",
+                  "leaving": f"{len(self.sessions)} call(s) left on it"}.get(self.state)
+        return f"{self.state} ({detail})" if detail else self.state
 
     @property
     def load(self) -> float:
@@ -162,20 +181,14 @@ class WorkerPool(AudioLLM):
 
     @property
     def workers(self) -> dict[str, str]:
-        """Each known worker's state in a word or two: up (with its load), down (why),
-        draining, leaving, loading, or unprobed."""
-        def state(m: _Member) -> str:
-            if m.down:
-                return f"down ({m.problem})"
-            if m.leaving:
-                return f"leaving ({len(m.sessions)} call(s) left on it)"
-            if m.health is None:
-                return "unprobed"
-            if m.health.draining:
-                return "draining"
-            return m.health.status if m.health.status != "ok" else f"up ({m.load:.0%} busy)"
+        """Each known worker's state (`WORKER_STATES`), with why it is down, how busy it is,
+        or how many calls a leaving one still has: `up (50% busy)`."""
+        return {url: m.described() for url, m in self._members.items()}
 
-        return {url: state(m) for url, m in self._members.items()}
+    def state_counts(self) -> dict[str, int]:
+        """How many workers are in each of `WORKER_STATES` (zeros included)."""
+        states = [m.state for m in self._members.values()]
+        return {state: states.count(state) for state in WORKER_STATES}
 
     async def health(self) -> dict[str, p.Health | str]:
         """Each known worker's health, or why it did not answer."""

@@ -97,18 +97,18 @@ class WorkerRegistry:
                 entry = json.loads(raw)
                 until, sig = int(entry["until"]), str(entry["sig"])
             except (ValueError, KeyError, TypeError):
-                if url not in self._refused:
-                    self._refused.add(url)
-                    logger.warning(f"model worker registry: unreadable entry for {url!r}")
+                self._refuse(url, "its entry is unreadable")
                 continue
             if not hmac.compare_digest(sig, _signature(self._secret, url, until)):
-                if url not in self._refused:
-                    self._refused.add(url)
-                    logger.warning(f"model worker registry: {url!r} is not signed with the "
-                                   "workers' secret; ignored")
+                self._refuse(url, "it is not signed with the workers' secret")
             elif until > now:
                 urls.append(url)
         return sorted(urls)
+
+    def _refuse(self, url: str, why: str) -> None:
+        if url not in self._refused:  # once: the pools read the registry twice a second
+            self._refused.add(url)
+            logger.warning(f"model worker registry: {url!r} ignored: {why}")
 
     async def close(self) -> None:
         """Close the Redis connections."""
