@@ -67,6 +67,9 @@ class Call(Base):
         ForeignKey("callers.id", ondelete="SET NULL"), index=True
     )
     summary: Mapped[str | None] = mapped_column(Text)
+    # How the call ended for the business: resolved, transferred, abandoned, voicemail,
+    # failed, or what the flow set (`outcome:` on a node).
+    outcome: Mapped[str | None] = mapped_column(String(32), index=True)
     # The server process running the call (WORKER_ID): with several, another one closes the
     # calls of a worker that died.
     worker: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -102,6 +105,11 @@ class Turn(Base):
     llm_first_token_ms: Mapped[int | None] = mapped_column(Integer)
     llm_tokens_in: Mapped[int | None] = mapped_column(Integer)
     llm_tokens_out: Mapped[int | None] = mapped_column(Integer)
+    # For caller turns: how the caller sounded (neutral, positive, frustrated, sad), with
+    # arousal and valence from -1 to 1 (agent/emotion.py).
+    emotion: Mapped[str | None] = mapped_column(String(16), index=True)
+    arousal: Mapped[float | None] = mapped_column(Float)
+    valence: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     call: Mapped[Call] = relationship(back_populates="turns")
