@@ -50,6 +50,7 @@ _EXPORTS = {
     "AgentTurnFrame": "callwright.agent.frames",
     "load_flow": "callwright.flows.loader",
     "FlowRun": "callwright.flows.engine",
+    "verify_signature": "callwright.webhooks",  # for receivers of the business webhooks
 }
 __all__ = sorted(_EXPORTS)
 

@@ -112,6 +112,12 @@ class Metrics:
             "webhook, a stream with a bad token or no start.",
             ["endpoint", "reason"], registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "callwright_webhook_deliveries",
+            "Business webhook attempts, by result: delivered, retried (to be tried again), "
+            "dead (no more attempts; replayable from the admin site).",
+            ["result"], registry=r,
+        )
 
     def watch(
         self,

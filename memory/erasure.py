@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callwright.memory.db import sessionmaker
-from callwright.memory.models import Call, Caller, Memory, Turn
+from callwright.memory.models import Call, Caller, Memory, Turn, WebhookDelivery
 from callwright.memory.numbers import to_e164
 
 
@@ -76,6 +76,10 @@ async def forget(
         await session.execute(  # what a dialler passed names them too
             update(Call).where(Call.id.in_(call_ids), Call.variables.is_not(None))
             .values(variables=None)
+        )
+        await session.execute(  # webhook bodies kept for replay: rebuilt, erased, if replayed
+            update(WebhookDelivery).where(WebhookDelivery.call_id.in_(call_ids))
+            .values(body=None)
         )
         turns, recordings = 0, []
         if transcripts and call_ids:

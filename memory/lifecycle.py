@@ -43,6 +43,7 @@ class CallMemory:
         self._turns = turns
         self._sessions = sessionmaker(engine)
         self._ending: set[asyncio.Task] = set()
+        self._ending_calls: dict[int, asyncio.Task] = {}
 
     async def start(self) -> None:
         """Load the embedding model, embed the default recall goal and start the memory writer."""
@@ -54,6 +55,15 @@ class CallMemory:
         """Wait for the end-of-call work of calls that have ended."""
         if self._ending:
             await asyncio.wait(set(self._ending), timeout=timeout)
+
+    async def settle_call(self, call_id: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for one call's end-of-call work in this process
+        (its summary); True once it is done or when there is none here."""
+        task = self._ending_calls.get(call_id)
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        return bool(done)
 
     async def close(self) -> None:
         """Wait for the end-of-call work of ended calls, then store what is buffered and stop.
@@ -113,7 +123,9 @@ class CallMemory:
         """Summarise the call and keep its facts, in the background."""
         task = asyncio.create_task(self._end(call_id), name=f"end-of-call-{call_id}")
         self._ending.add(task)
+        self._ending_calls[call_id] = task
         task.add_done_callback(self._ending.discard)
+        task.add_done_callback(lambda _: self._ending_calls.pop(call_id, None))
 
     async def _end(self, call_id: int) -> None:
         # Everything said and remembered during the call is stored first.
