@@ -30,6 +30,9 @@ class TurnOut(BaseModel):
     llm_first_token_ms: int | None
     llm_tokens_in: int | None
     llm_tokens_out: int | None
+    emotion: str | None  # caller turns: neutral, positive, frustrated or sad
+    arousal: float | None
+    valence: float | None
 
 
 class CallOut(BaseModel):
@@ -54,6 +57,7 @@ class CallOut(BaseModel):
     direction: str | None
     answered_by: str | None  # Twilio's answering-machine detection, on outbound calls
     transferred_to: str | None
+    outcome: str | None  # resolved, transferred, abandoned, voicemail, failed or the flow's
     worker: str | None  # the server process that ran it (WORKER_ID)
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import selectinload
 
 from callwright.admin.models import TAGS, AdminUser, Annotation
+from callwright.agent.emotion import EMOTIONS
 from callwright.memory.db import sessionmaker
 from callwright.memory.models import Call, Turn
 
@@ -44,6 +45,8 @@ class CallFilters(BaseModel):
     interrupted: bool | None = None
     min_speakers: int | None = None
     tag: str = ""
+    outcome: str = ""
+    emotion: str = ""  # calls with a caller turn that sounded so ("became frustrated")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -68,6 +71,7 @@ class CallRow:
     interrupted: bool
     speakers: int
     tags: list[str]
+    emotions: list[str]  # the caller's emotions other than neutral, in the order first heard
     match: str | None = None  # a turn that matched the search
 
 
@@ -139,6 +143,10 @@ class CallQueries:
             where.append(_speaker_count(Call.id) >= f.min_speakers)
         if f.tag:
             where.append(exists().where(Annotation.call_id == Call.id, Annotation.tag == f.tag))
+        if f.outcome:
+            where.append(Call.outcome == f.outcome)
+        if f.emotion:
+            where.append(exists().where(Turn.call_id == Call.id, Turn.emotion == f.emotion))
         if search_words(f.q):
             where.append(exists().where(Turn.call_id == Call.id, self._text_match(f.q)))
         return where
@@ -171,6 +179,15 @@ class CallQueries:
                 .where(Annotation.call_id.in_(ids)).order_by(Annotation.tag)
             ):
                 tags.setdefault(call_id, []).append(tag)
+            emotions: dict[int, list[str]] = {}
+            for call_id, emotion in await session.execute(
+                select(Turn.call_id, Turn.emotion)
+                .where(Turn.call_id.in_(ids), Turn.emotion.is_not(None),
+                       Turn.emotion != "neutral").order_by(Turn.call_id, Turn.seq)
+            ):
+                heard = emotions.setdefault(call_id, [])
+                if emotion not in heard:
+                    heard.append(emotion)
             matches: dict[int, str] = {}
             if search_words(f.q):
                 for call_id, said in await session.execute(
@@ -182,6 +199,8 @@ class CallQueries:
                 "flow": await _distinct(session, Call.flow_name),
                 "status": await _distinct(session, Call.status),
                 "end_reason": await _distinct(session, Call.end_reason),
+                "outcome": await _distinct(session, Call.outcome),
+                "emotion": list(EMOTIONS),
                 "tag": sorted(set(TAGS) | set(await _distinct(session, Annotation.tag))),
             }
         rows = []
@@ -190,7 +209,8 @@ class CallQueries:
             rows.append(CallRow(
                 call=call, duration_s=call_duration_s(call), turns=stat.turns if stat else 0,
                 interrupted=bool(stat and stat.cut), speakers=stat.speakers if stat else 0,
-                tags=tags.get(call.id, []), match=matches.get(call.id),
+                tags=tags.get(call.id, []), emotions=emotions.get(call.id, []),
+                match=matches.get(call.id),
             ))
         return CallPage(rows=rows, total=total or 0, choices=choices)
 
@@ -255,6 +275,7 @@ class CallQueries:
             "to_number": c.to_number, "status": c.status, "end_reason": c.end_reason,
             "flow_name": c.flow_name, "flow_version": c.flow_version, "flow_path": c.flow_path,
             "slots": c.slots, "variables": c.variables, "summary": c.summary,
+            "outcome": c.outcome,
             "created_at": c.created_at.isoformat(),
             "started_at": c.started_at.isoformat() if c.started_at else None,
             "ended_at": c.ended_at.isoformat() if c.ended_at else None,
@@ -265,6 +286,7 @@ class CallQueries:
                 "interrupted": t.interrupted, "planned_text": t.planned_text,
                 "latency_ms": t.latency_ms, "llm_first_token_ms": t.llm_first_token_ms,
                 "llm_tokens_in": t.llm_tokens_in, "llm_tokens_out": t.llm_tokens_out,
+                "emotion": t.emotion, "arousal": t.arousal, "valence": t.valence,
                 "annotations": notes.get(t.id, []),
             } for t in c.turns],
         } for c in calls]

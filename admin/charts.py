@@ -21,12 +21,13 @@ def _scale_max(values: Sequence[float | None], *, counts: bool = False) -> float
     return float(next(s * magnitude for s in (1, 2, 5, 10) if s * magnitude >= top))
 
 
-def _frame(title: str, top: float, unit: str, labels: Sequence[str]) -> list[str]:
+def _frame(title: str, top: float, unit: str, labels: Sequence[str],
+           low: float = 0.0) -> list[str]:
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [f'<title>{escape(title)}</title>']
     for i in range(5):
         y = TOP + plot_h - plot_h * i / 4
-        value = top * i / 4
+        value = low + (top - low) * i / 4
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                      f'class="grid"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
@@ -69,19 +70,21 @@ def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], *,
 
 
 def line_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[float | None]],
-               *, unit: str = "") -> Markup:
+               *, unit: str = "", bounds: tuple[float, float] | None = None) -> Markup:
     """An SVG line chart, one line per series, with a legend of the series' names.
 
     Each series has one value per label (ValueError otherwise). A None value gets no
-    point, and the line joins the points either side of it.
+    point, and the line joins the points either side of it. `bounds` fixes the axis
+    (values outside it are clamped); by default it runs from 0 to a round maximum.
     """
-    top = _scale_max([v for values in series.values() for v in values])
-    parts = _frame(title, top, unit, labels)
+    low, top = bounds or (0.0, _scale_max([v for values in series.values() for v in values]))
+    parts = _frame(title, top, unit, labels, low)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     for n, (name, values) in enumerate(series.items()):
         colour, dash = COLOURS[n % len(COLOURS)], ("", ' stroke-dasharray="6 4"')[n % 2]
         points = [
-            (LEFT + plot_w * (i + 0.5) / len(labels), TOP + plot_h - plot_h * v / top, label, v)
+            (LEFT + plot_w * (i + 0.5) / len(labels),
+             TOP + plot_h - plot_h * (min(max(v, low), top) - low) / (top - low), label, v)
             for i, (label, v) in enumerate(zip(labels, values, strict=True)) if v is not None
         ]
         if len(points) > 1:

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callwright.admin import charts, dashboard
+from callwright.admin import charts, dashboard, webhooks
 from callwright.admin.accounts import AccountStore, Identity
 from callwright.admin.auth import (
     SESSION_COOKIE,
@@ -48,11 +49,13 @@ SECURITY_HEADERS = {
 
 
 def create_site(*, engine: AsyncEngine, data_dir: Path, secure_cookies: bool,
-                prefix: str = "/admin", changes: Changes | None = None) -> FastAPI:
+                prefix: str = "/admin", changes: Changes | None = None,
+                on_webhook_replay: Callable[[], None] | None = None) -> FastAPI:
     """The admin site as an app to mount at `prefix` on the main app.
 
     `changes` (the call store's) wakes the live page's feed as calls change; without it
-    the feed polls the database twice a second.
+    the feed polls the database twice a second. `on_webhook_replay` wakes the webhook
+    sender when a supervisor replays deliveries.
     """
     accounts = AccountStore(engine)
     auth = SiteAuth(accounts=accounts, secure_cookies=secure_cookies, cookie_path=prefix)
@@ -149,6 +152,11 @@ def create_site(*, engine: AsyncEngine, data_dir: Path, secure_cookies: bool,
                 {"p50": [d.latency_p50_ms for d in stats.days],
                  "p90": [d.latency_p90_ms for d in stats.days]}, unit=" ms"),
             "outcomes": charts.hbar_chart("Outcomes", stats.outcomes),
+            "emotions": charts.line_chart(
+                "Calls where the caller sounded so, per day", labels,
+                {e: [d.emotion_share[e] for d in stats.days] for e in stats.days[0].emotion_share},
+                unit="%", bounds=(0.0, 100.0),
+            ),
         }
         await auth.audit(request, me, "view", "dashboard")
         return page(request, "dashboard.html", me, stats=stats, figures=figures, days=days)
@@ -171,7 +179,13 @@ def create_site(*, engine: AsyncEngine, data_dir: Path, secure_cookies: bool,
         if call is None:
             raise HTTPException(status_code=404, detail="No such call.")
         await auth.audit(request, me, "view", f"call {call_id}")
-        return page(request, "call.html", me, call=call,
+        heard = [t for t in call.turns if t.emotion is not None]
+        emotion_chart = heard and charts.line_chart(
+            "How the caller sounded, turn by turn", [f"{t.start_ms // 1000}s" for t in heard],
+            {"arousal": [t.arousal for t in heard], "valence": [t.valence for t in heard]},
+            bounds=(-1.0, 1.0),
+        )
+        return page(request, "call.html", me, call=call, emotion_chart=emotion_chart,
                     annotations=await calls.annotations(call_id),
                     has_recording=_recording(call.recording_path) is not None)
 
@@ -295,6 +309,11 @@ def create_site(*, engine: AsyncEngine, data_dir: Path, secure_cookies: bool,
             if await request.is_disconnected():
                 return
             yield ServerSentEvent(event=event, data=data)
+
+    # Business webhooks: dead and recent deliveries, replay
+
+    site.include_router(webhooks.create_router(engine=engine, auth=auth, templates=templates,
+                                               prefix=prefix, on_replay=on_webhook_replay))
 
     # Administration
 

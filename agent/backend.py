@@ -24,6 +24,17 @@ class CallerText:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CallerEmotion:
+    """How a backend that perceives emotion heard the caller this turn: a label of
+    `agent.emotion.EMOTIONS`, arousal and valence from -1 to 1. Yielded before `CallerText`;
+    the slot weighs it above its own reading of the turn."""
+
+    label: str
+    arousal: float = 0.0
+    valence: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class TextDelta:
     """Agent text in whole words; it covers the audio chunks that follow it.
 
@@ -85,7 +96,7 @@ class ModelUsage:
     tokens_out: int | None = None
 
 
-Event = CallerText | TextDelta | AudioChunk | ToolCall | ModelUsage | EndOfTurn
+Event = CallerText | CallerEmotion | TextDelta | AudioChunk | ToolCall | ModelUsage | EndOfTurn
 
 
 @dataclass(frozen=True, kw_only=True)

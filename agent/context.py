@@ -13,6 +13,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from callwright.agent.emotion import CallerMood
+
 
 class Remember(Protocol):
     """Keeps something about the caller for later calls; returns at once, never fails."""
@@ -29,8 +31,8 @@ def _remember_nothing(**_fields: Any) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class CallContext:
-    """What a call knows about its caller, and `remember`, which keeps what it learns for
-    later calls."""
+    """What a call knows about its caller, `remember`, which keeps what it learns for later
+    calls, and `mood`, how the caller has sounded so far this call."""
 
     # Template variables about the caller (`{{ caller.name }}`): name, number, known,
     # last_summary, memories. Empty for a caller never seen or not identifiable.
@@ -38,6 +40,8 @@ class CallContext:
     # The same, as text for a language model's context.
     instructions: str = ""
     remember: Remember = _remember_nothing
+    # Filled turn by turn by the slot; read by flows and by the agent's delivery.
+    mood: CallerMood = field(default_factory=CallerMood)
 
 
 _current: ContextVar[CallContext | None] = ContextVar("call_context", default=None)

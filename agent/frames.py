@@ -31,6 +31,10 @@ class CallerTurnFrame(SystemFrame):
     start_ms: int = 0
     end_ms: int = 0
     speaker_label: str | None = None
+    # How the caller sounded (agent/emotion.py); None where it was not analysed.
+    emotion: str | None = None
+    arousal: float | None = None
+    valence: float | None = None
 
 
 @dataclass

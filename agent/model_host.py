@@ -93,8 +93,11 @@ class _Models:
     def transcribe(self, audio16k: bytes) -> str:
         return self._whisper.transcribe(audio16k)
 
-    def synthesize(self, text: str) -> tuple[bytes, int]:
-        chunks = list(self._voice.synthesize(text))
+    def synthesize(self, text: str, length_scale: float = 1.0) -> tuple[bytes, int]:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=None if length_scale == 1.0 else length_scale)
+        chunks = list(self._voice.synthesize(text, syn_config=config))
         audio = np.frombuffer(b"".join(c.audio_int16_bytes for c in chunks), dtype=np.int16)
         rate = chunks[0].sample_rate
         # Piper opens each sentence with ~50 ms of silence; the caller should not wait for it.
@@ -319,9 +322,10 @@ class ModelHost:
         """The words in one caller turn (16 kHz int16 mono)."""
         return self._call("transcribe", audio16k)
 
-    def synthesize(self, text: str) -> tuple[bytes, int]:
-        """Piper's int16 mono audio for `text`, and its sample rate."""
-        return self._call("synthesize", text)
+    def synthesize(self, text: str, *, length_scale: float = 1.0) -> tuple[bytes, int]:
+        """Piper's int16 mono audio for `text`, and its sample rate; `length_scale` above 1
+        speaks more slowly (a calmer delivery for an upset caller)."""
+        return self._call("synthesize", text, length_scale)
 
     def end_of_turn(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
         """Smart Turn v3's verdict on float32 audio: {"prediction": 0|1, "probability"}."""

@@ -21,6 +21,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from callwright.agent.analyzers import HostedSmartTurn, SharedSileroVAD
 from callwright.agent.backend import INPUT_SAMPLE_RATE, AudioLLMSession
 from callwright.agent.echo import PlayedAudio, PlayedAudioTap
+from callwright.agent.emotion import CallerMood
 from callwright.agent.fallback import SlotFallback
 from callwright.agent.interruptions import BargeInStartStrategy, InterruptionSettings
 from callwright.agent.model_host import ModelHost
@@ -60,8 +61,10 @@ def build_call_worker(
     fallback: SlotFallback | None = None,
     steps: Sequence[FrameProcessor] = (),
     after_output: Sequence[FrameProcessor] = (),
+    mood: CallerMood | None = None,
 ) -> PipelineWorker:
-    """`after_output` sees frames once sent, in playback order: call control, recording."""
+    """`after_output` sees frames once sent, in playback order: call control, recording;
+    `mood` gets the emotion of each main-caller turn (None: emotion is not read)."""
     vad = SharedSileroVAD(
         model=models.paths.silero_vad, params=VADParams(stop_secs=turn_taking.vad_stop_secs)
     )
@@ -92,7 +95,7 @@ def build_call_worker(
             DTMFAggregator(prefix=DTMF_PREFIX),
             AudioLLMSlot(
                 session=session, instructions=instructions, fallback=fallback, played=played,
-                speaker_tracker=tracker,
+                speaker_tracker=tracker, mood=mood,
             ),
             *steps,
             recorder,

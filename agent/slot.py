@@ -9,6 +9,8 @@ While the barge-in strategy judges speech over the agent, the agent is paused
 the slot transcribes the overlap for the strategy, and on `AgentResumeFrame` plays
 on from the start of the word it stopped in. Each caller turn gets a speaker label
 (`labelling`); speech from someone other than the main speaker is stored but not answered.
+The main caller's turns also get how they sounded (`mood_listener`), settled before the
+reply is decided, so that a flow can answer it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pipecat.utils.time import time_now_iso8601
 from callwright.agent.backend import (
     AudioChunk,
     AudioLLMSession,
+    CallerEmotion,
     CallerText,
     ContextTurn,
     EndOfTurn,
@@ -49,6 +52,7 @@ from callwright.agent.backend import (
 )
 from callwright.agent.capture import CallerAudio
 from callwright.agent.echo import PlayedAudio
+from callwright.agent.emotion import CallerMood, Emotion
 from callwright.agent.fallback import SlotFallback
 from callwright.agent.frames import (
     AgentPauseFrame,
@@ -60,6 +64,7 @@ from callwright.agent.frames import (
     TransferCallFrame,
 )
 from callwright.agent.labelling import TurnLabeller
+from callwright.agent.mood_listener import MoodListener
 from callwright.agent.playback import AgentPlayout, AgentTurn
 from callwright.agent.speakers import SpeakerTracker
 
@@ -76,6 +81,8 @@ class AudioLLMSlot(FrameProcessor):
         fallback: what to say if the model fails; None says nothing.
         played: the far end's played-speech clock, which places cuts within sentences.
         speaker_tracker: labels caller turns by voice; None labels nothing.
+        mood: the call's caller mood, given each main-caller turn's emotion; None: no
+            emotion is read.
 
     Events: `on_new_speaker(slot, label)` when a voice is first heard on the call.
     """
@@ -88,6 +95,7 @@ class AudioLLMSlot(FrameProcessor):
         fallback: SlotFallback | None = None,
         played: PlayedAudio | None = None,
         speaker_tracker: SpeakerTracker | None = None,
+        mood: CallerMood | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +107,7 @@ class AudioLLMSlot(FrameProcessor):
             tracker=speaker_tracker,
             on_new_speaker=lambda label: self._call_event_handler("on_new_speaker", label),
         )
+        self._moods = MoodListener(mood=mood) if mood is not None else None
         self._playout = AgentPlayout(push=self.push_frame, played=played, ms=self._ms)
         self._audio = CallerAudio()
         self._vad_speaking = False
@@ -143,6 +152,8 @@ class AudioLLMSlot(FrameProcessor):
                 self.create_task(self._prepare(self._prepared), "audio-llm-prepare")
                 if self._labeller:
                     self._labeller.prepare(self._prepared, audio.seconds(self._prepared))
+                if self._moods:
+                    self._moods.prepare(self._prepared)
             elif audio.overlap is not None:
                 self.create_task(self._prepare(bytes(audio.overlap), overlap=True), "overlap-asr")
         elif isinstance(frame, VADUserStartedSpeakingFrame):
@@ -154,8 +165,10 @@ class AudioLLMSlot(FrameProcessor):
                 # The caller only paused: the reply they did not hear yet is dropped and
                 # what they said before and since is one turn.
                 audio.continue_turn()
+                self._forget_caller_turn(self._unanswered)
                 self._unanswered = None
                 if self._agent is not None:
+                    self._forget_caller_turn(self._agent.caller)
                     self._agent.caller = None
                 logger.debug(f"{self}: caller goes on; the turn continues")
             else:
@@ -219,9 +232,12 @@ class AudioLLMSlot(FrameProcessor):
             self._audio.continuation = None
         if self._task and not self._task.done():
             self._task.cancel()
+        # A model that speaks for itself is told how the caller has sounded.
+        hint = self._moods.mood.delivery().hint if self._moods else ""
         request = TurnRequest(
             audio=audio, dtmf=dtmf, silence=silence, answered_by=answered_by,
-            history=tuple(self._history), instructions=self._instructions,
+            history=tuple(self._history),
+            instructions="\n\n".join(p for p in (self._instructions, hint) if p),
         )
         caller_span = (self._speech_start_ms, self._ms(self._speech_end or time.monotonic()))
         labelling = None
@@ -243,18 +259,25 @@ class AudioLLMSlot(FrameProcessor):
         turn = AgentTurn(started=time.monotonic(), speech_end=self._speech_end)
         self._agent = turn
         last = turn.started
+        reported: Emotion | None = None
         try:
             async for event in self._session.respond(request):
                 now = time.monotonic()
-                if isinstance(event, CallerText):
+                if isinstance(event, CallerEmotion):
+                    reported = Emotion(label=event.label, arousal=event.arousal,
+                                       valence=event.valence, confidence=1.0, source="model")
+                elif isinstance(event, CallerText):
                     turn.timings["asr_ms"] = int((now - last) * 1000)
                     label = await labelling if labelling else None
+                    answered = not self._labeller or self._labeller.heard(label, event.text)
                     if event.text:
                         start_ms, end_ms = caller_span
                         turn.caller = CallerTurnFrame(
                             text=event.text, start_ms=start_ms, end_ms=end_ms, speaker_label=label
                         )
-                    if self._labeller and not self._labeller.heard(label, event.text):
+                        if answered and self._moods and request.audio is not None:
+                            await self._read_mood(turn, request.audio, reported)
+                    if not answered:
                         # Someone else in the room: keep it on record, don't answer it.
                         logger.info(f"{self}: not answering {label}")
                         await self._session.cancel()
@@ -293,6 +316,22 @@ class AudioLLMSlot(FrameProcessor):
         await self.push_frame(TTSStoppedFrame())
         if not turn.paused:
             self._arm_ack_timeout(turn)
+
+    async def _read_mood(self, turn: AgentTurn, audio: bytes, reported: Emotion | None) -> None:
+        """Settle how the caller sounded this turn before the reply is decided (the flow
+        reads it), and keep it with their words."""
+        started = time.monotonic()
+        emotion = await self._moods.settle(audio, turn.caller.text, reported=reported)
+        turn.timings["emotion_ms"] = int((time.monotonic() - started) * 1000)
+        turn.caller.emotion = emotion.label
+        turn.caller.arousal = round(emotion.arousal, 3)
+        turn.caller.valence = round(emotion.valence, 3)
+
+    def _forget_caller_turn(self, frame: CallerTurnFrame | None) -> None:
+        """A caller turn that is not one after all (the caller went on): its emotion is
+        read again with the whole turn."""
+        if frame is not None and frame.emotion is not None and self._moods:
+            self._moods.retract()
 
     def _arm_ack_timeout(self, turn: AgentTurn) -> None:
         self._playout.arm_ack_timeout(

@@ -49,7 +49,8 @@ def backend_env(backend: str) -> dict[str, str]:
     return env
 
 
-async def main(calls: int, backend: str) -> None:
+async def main(calls: int, backend: str) -> list[float]:
+    """Place `calls` scripted calls, print the figures; returns the wire latencies (ms)."""
     rest = TwilioRestStandIn(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
     await rest.serve()
     server = await asyncio.to_thread(
@@ -96,6 +97,7 @@ async def main(calls: int, backend: str) -> None:
         tokens_in = f"{pct(counted_in, 0.5):.0f}" if counted_in else "not reported"
         print(f"  chat model tokens per reply: in p50 {tokens_in}, "
               f"out p50 {pct([t[1] for t in tokens], 0.5):.0f}")
+    return wire
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from callwright.memory.store import CallStore
 from callwright.memory.writer import TurnWriter
 from callwright.metrics import Metrics
 from callwright.metrics import create_router as metrics_router
+from callwright.outbox import WebhookConfig, WebhookDispatcher
 from callwright.settings import Settings
 from callwright.telephony.lines import Lines
 from callwright.telephony.twilio import outbound_api
@@ -72,6 +73,11 @@ def create_app(
     store = CallStore(engine, worker=settings.worker_name, changes=cluster)
     writer = TurnWriter(store)
     memory = CallMemory(engine=engine, turns=writer, settings=settings.memory)
+    webhooks = None  # every call's end to the business's URLs, from an outbox in the database
+    if (webhook_config := WebhookConfig.from_settings(settings)) is not None:
+        webhooks = WebhookDispatcher(engine, config=webhook_config, worker=store.worker,
+                                     settle=memory.settle_call, metrics=metrics)
+        store.end_hooks.append(webhooks.enqueue)
     paths = models.resolve(
         whisper_dir=settings.whisper_model_dir,
         piper_voice=settings.piper_voice_path,
@@ -101,6 +107,7 @@ def create_app(
         flows=flows,
         data_dir=settings.data_dir,
         record_calls=settings.record_calls,
+        read_emotion=settings.caller_emotion,
         model_timeout_s=settings.model_timeout_s,
         steps=steps,
         metrics=metrics,
@@ -132,6 +139,8 @@ def create_app(
         if cluster is not None:
             await cluster.start()
             tasks.add(asyncio.create_task(close_calls_of_dead_workers(cluster, store)))
+        if webhooks is not None:
+            webhooks.start()  # pending deliveries of the last run go out too
         await asyncio.to_thread(analyzers.warm, silero=paths.silero_vad)
         await asyncio.to_thread(twilio_rest.preload)
         await flows.load()
@@ -164,6 +173,8 @@ def create_app(
         await memory.close()
         await webrtc_calls.close()
         await writer.close()
+        if webhooks is not None:
+            await webhooks.close()  # what is unsent stays pending in the database
         if backend is not cascade:
             await backend.close()
         await cascade.close()
@@ -227,6 +238,7 @@ def create_app(
     app.mount("/admin", site.create_site(
         engine=engine, data_dir=settings.data_dir,
         secure_cookies=settings.base_url.startswith("https://"), changes=store.changes,
+        on_webhook_replay=webhooks.wake if webhooks else None,
     ))
 
     @app.get("/healthz", include_in_schema=False)

@@ -52,6 +52,7 @@ class CallRunner:
         flows: FlowRuntime | None = None,
         data_dir: Path,
         record_calls: bool = True,
+        read_emotion: bool = True,
         model_timeout_s: float = 20.0,
         steps: Sequence[PipelineStep] = (),
         metrics: Metrics | None = None,
@@ -67,6 +68,7 @@ class CallRunner:
         self._flows = flows
         self._data_dir = data_dir
         self._record_calls = record_calls
+        self._read_emotion = read_emotion  # each caller turn's emotion, for flows and delivery
         self._model_timeout_s = model_timeout_s
         self._steps = tuple(steps)
         self._metrics = metrics  # turn latencies and counts
@@ -159,6 +161,7 @@ class CallRunner:
             fallback=self.fallback,
             steps=self._build_steps(call_id),
             after_output=[*control, *([recording.processor] if recording else [])],
+            mood=context.mood if self._read_emotion else None,
         )
 
         @transport.event_handler("on_client_disconnected")
@@ -225,7 +228,7 @@ class CallRunner:
             return await backend.open_session()  # the built-in receptionist
         return await self._flows.open_session(
             backend, call_id=call_id, caller=dict(context.caller), remember=context.remember,
-            flow_name=flow,
+            flow_name=flow, mood=context.mood,
         )
 
 

@@ -105,6 +105,37 @@ class Settings(BaseSettings):
         60.0, validation_alias=_env("SHUTDOWN_GRACE_SECONDS"),
         description="On SIGTERM, how long running calls may go on (new ones hear busy).",
     )
+    # Business webhooks: every call's end, signed (README, "Call outcomes and business
+    # webhooks").
+    webhook_urls: list[str] = Field(
+        default_factory=list, validation_alias=_env("WEBHOOK_URLS"),
+        description='JSON list of URLs that each get every call\'s end (call.ended), e.g. '
+        '["https://crm.example.com/hooks/calls"]; none: no deliveries.',
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_env("WEBHOOK_SECRET"),
+        description="Signs every delivery (HMAC-SHA256); at least 16 characters; never logged.",
+    )
+    webhook_max_attempts: int = Field(
+        12, ge=1, validation_alias=_env("WEBHOOK_MAX_ATTEMPTS"),
+        description="Attempts before a delivery is dead (replayable from the admin site).",
+    )
+    webhook_backoff_s: float = Field(
+        5.0, gt=0, validation_alias=_env("WEBHOOK_BACKOFF_SECONDS"),
+        description="Wait before the first retry; doubled for each later one, with jitter.",
+    )
+    webhook_backoff_max_s: float = Field(
+        3600.0, gt=0, validation_alias=_env("WEBHOOK_BACKOFF_MAX_SECONDS"),
+        description="The longest wait between two attempts.",
+    )
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, validation_alias=_env("WEBHOOK_TIMEOUT_SECONDS"),
+        description="One attempt's HTTP timeout.",
+    )
+    webhook_summary_wait_s: float = Field(
+        30.0, ge=0, validation_alias=_env("WEBHOOK_SUMMARY_WAIT_SECONDS"),
+        description="How long a delivery waits for the call's summary before it goes without.",
+    )
     outbound_allow: list[str] = Field(
         default_factory=list, validation_alias=_env("OUTBOUND_ALLOW"),
         description='JSON list of E.164 glob patterns we may dial, e.g. ["+1555*"]; none: none.',
@@ -194,6 +225,11 @@ class Settings(BaseSettings):
         description="Share of input energy explained by the agent's own audio that counts as echo.",
     )
     speaker_labels: bool = Field(True, validation_alias=_env("SPEAKER_LABELS"))
+    caller_emotion: bool = Field(
+        True, validation_alias=_env("CALLER_EMOTION"),
+        description="Read how each caller turn sounded (stored, shown, and read by flows and "
+        "the agent's delivery).",
+    )
     speaker_similarity: float = Field(
         0.82, validation_alias=_env("SPEAKER_SIMILARITY"),
         description="Voice-print similarity above which speech is a known speaker's.",

@@ -17,6 +17,7 @@ from loguru import logger
 from pipecat.flows.config import case_key
 
 from callwright.agent.context import Remember
+from callwright.agent.emotion import CallerMood
 from callwright.flows import expressions
 from callwright.flows.actions import FlowActions
 from callwright.flows.filling import SlotFilling
@@ -56,6 +57,8 @@ class FlowRun(FlowActions, SlotFilling):
         today: The date `today()` gives in expressions; None: the clock's.
         on_action_failed: Told the type of each action that fails ("webhook",
             "function"): a metric's count, say.
+        mood: How the caller has sounded this call: `caller.emotion` and `call.*` in
+            templates and expressions; None: always neutral.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class FlowRun(FlowActions, SlotFilling):
         http: httpx.AsyncClient | None = None,
         today: date | None = None,
         on_action_failed: Callable[[str], None] | None = None,
+        mood: CallerMood | None = None,
     ):
         self.flow = flow
         self.spec = flow.spec
@@ -77,6 +81,8 @@ class FlowRun(FlowActions, SlotFilling):
         self.path: list[str] = []
         self.node_name = self.spec.initial_node
         self.ended = False
+        self.outcome: str | None = None  # set by the nodes entered (`outcome:`)
+        self.mood = mood or CallerMood()
         self._memory = memory
         self._on_change = on_change
         self._http = http
@@ -97,7 +103,8 @@ class FlowRun(FlowActions, SlotFilling):
     async def on_text(self, text: str) -> FlowTurn:
         """Answer what the caller said (a transcript); blank text counts as silence.
 
-        Tried in order: a function's `patterns`, the current node's slots (and the
+        Tried in order: the flow's `global_conditions` (an escalation on the caller's
+        mood, say), a function's `patterns`, the current node's slots (and the
         corrections it takes), a function by embedding, the node's `conditions`; failing
         all, the no-match handling re-asks or takes its fallback.
         """
@@ -154,7 +161,7 @@ class FlowRun(FlowActions, SlotFilling):
         """What a call stores of the run now: flow name and version, node path, slots (copies)."""
         return FlowSnapshot(
             flow_name=self.spec.name, flow_version=self.flow.version,
-            flow_path=list(self.path), slots=dict(self.slots),
+            flow_path=list(self.path), slots=dict(self.slots), outcome=self.outcome,
         )
 
     async def _event(self, handle, kind: str) -> FlowTurn:
@@ -191,10 +198,16 @@ class FlowRun(FlowActions, SlotFilling):
 
         Returns:
             `slots`, `vars`, `caller`, `node`, `flow` and `retries` (no-matches at this
-            node), and `extra`; the dicts are the run's own, not copies.
+            node), `call` (the caller's mood over the call: `emotion`, `frustration`,
+            `frustrated_turns`, `emotions`), and `extra`; the dicts are the run's own, not
+            copies. `caller.emotion`, `caller.arousal` and `caller.valence` are the last
+            caller turn's.
         """
+        mood = self.mood.template_vars()
+        self.caller.update(emotion=mood["emotion"], arousal=mood["arousal"],
+                           valence=mood["valence"])
         return {
-            "slots": self.slots, "vars": self.vars, "caller": self.caller,
+            "slots": self.slots, "vars": self.vars, "caller": self.caller, "call": mood,
             "node": self.node_name, "flow": self.spec.name, "retries": self._no_match, **extra,
         }
 
@@ -227,6 +240,7 @@ class FlowRun(FlowActions, SlotFilling):
         node = self.spec.nodes[name]
         self.node_name = name
         self.path.append(name)
+        self.outcome = node.outcome or self.outcome
         self._no_match = self._silences = 0
         self._asked = None
         for slot in node.slots:
@@ -294,6 +308,8 @@ class FlowRun(FlowActions, SlotFilling):
         if not text:
             await self._caller_silent(out)
             return
+        if await self._global_condition(out):
+            return
         functions = self._functions()
         explicit = pattern_match(text, functions)
         if explicit:
@@ -324,6 +340,16 @@ class FlowRun(FlowActions, SlotFilling):
         if await self._check_conditions(out):
             return
         await self._retry(self.node.no_match or self.spec.defaults.no_match, out, silence=False)
+
+    async def _global_condition(self, out: FlowTurn) -> bool:
+        """Take the first flow-wide condition that holds and leads somewhere new: an
+        escalation is taken once, not again at every turn after it."""
+        for condition in self.spec.global_conditions:
+            if condition.transition_to not in self.path and self._true(condition.when):
+                out.matched = "global condition"
+                await self._transition(condition, out)
+                return True
+        return False
 
     async def _check_conditions(self, out: FlowTurn) -> bool:
         for condition in self.node.conditions:

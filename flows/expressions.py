@@ -14,7 +14,7 @@ from datetime import date, datetime
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
-NAMES = frozenset({"slots", "vars", "caller", "node", "flow", "value", "retries"})
+NAMES = frozenset({"slots", "vars", "caller", "call", "node", "flow", "value", "retries"})
 
 
 class ExpressionError(ValueError):

@@ -22,6 +22,8 @@ def edges(flow: Flow) -> list[tuple[str, str, str]]:
     for function in flow.global_functions:
         dtmf = f" [{function.dtmf}]" if function.dtmf else ""
         add("*", function, function.name + dtmf)
+    for transition in flow.global_conditions:
+        add("*", transition, f"if {transition.when}")
     for name, node in flow.nodes.items():
         for function in node.functions:
             add(name, function, function.name + (f" [{function.dtmf}]" if function.dtmf else ""))
@@ -66,7 +68,7 @@ def mermaid(flow: Flow) -> str:
     for name in flow.nodes:
         shape = f'{name}(["{name}: {_label(ends[name])}"])' if name in ends else f"{name}[{name}]"
         lines.append(f"  {shape}")
-    if flow.global_functions:
+    if flow.global_functions or flow.global_conditions:
         lines.append('  global{{"any node"}}')
     for source, target, label in edges(flow):
         source = "global" if source == "*" else source
@@ -86,7 +88,7 @@ def dot(flow: Flow) -> str:
     for name in flow.nodes:
         extra = f'\\n{_label(ends[name])}", shape=doubleoctagon' if name in ends else '"'
         lines.append(f'  "{name}" [label="{name}{extra}];')
-    if flow.global_functions:
+    if flow.global_functions or flow.global_conditions:
         lines.append('  "*" [label="any node", shape=diamond];')
     for source, target, label in edges(flow):
         lines.append(f'  "{source}" -> "{target}" [label="{_label(label)}"];')

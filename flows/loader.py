@@ -236,6 +236,11 @@ class _Checker:
         global_targets: set[str] = set()
         for i, function in enumerate(spec.global_functions):
             global_targets |= self._check_function(spec, ("global_functions", i), function)
+        for i, transition in enumerate(spec.global_conditions):
+            if not isinstance(transition.transition_to, str):
+                self.problem(("global_conditions", i, "transition_to"),
+                             "a global condition leads to one node (its name)")
+            global_targets |= self._check_transition(spec, ("global_conditions", i), transition)
         for retry in ("no_match", "silence"):
             then = getattr(spec.defaults, retry).then
             if then is not None:

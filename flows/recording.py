@@ -18,7 +18,8 @@ class FlowStore(Protocol):
     """Where `FlowRecorder` writes a call's flow state (`memory.store.CallStore` is one)."""
 
     async def update_flow(
-        self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict
+        self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict,
+        outcome: str | None = None,
     ) -> None:
         """Store the call's flow state as it is now, in place of what was stored before."""
 
@@ -57,7 +58,7 @@ class FlowRecorder:
                 await self._store.update_flow(
                     self._call_id, flow_name=snapshot.flow_name,
                     flow_version=snapshot.flow_version, flow_path=snapshot.flow_path,
-                    slots=snapshot.slots,
+                    slots=snapshot.slots, outcome=snapshot.outcome,
                 )
                 failures = 0
             except Exception as exc:

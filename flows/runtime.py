@@ -10,6 +10,7 @@ from loguru import logger
 
 from callwright.agent.backend import AudioLLM, AudioLLMSession
 from callwright.agent.context import Remember
+from callwright.agent.emotion import CallerMood
 from callwright.flows.engine import FlowRun
 from callwright.flows.library import FlowLibrary
 from callwright.flows.policy import FlowPolicy
@@ -68,6 +69,7 @@ class FlowRuntime:
         caller: dict | None = None,
         remember: Remember | None = None,
         flow_name: str | None = None,
+        mood: CallerMood | None = None,
     ) -> FlowRun:
         """A new run of a flow for a call, on its current version, recording to the store.
 
@@ -76,6 +78,7 @@ class FlowRuntime:
             caller: What is known about the caller (`caller.*`).
             remember: Where `remember` actions write.
             flow_name: The flow to run; None: the default flow.
+            mood: How the caller has sounded (`caller.emotion`, `call.*`).
 
         Raises:
             FileNotFoundError: There is no such flow (or none named and no default).
@@ -83,7 +86,7 @@ class FlowRuntime:
         """
         flow = await asyncio.to_thread(self.library.get, flow_name or self.default_flow)
         return FlowRun(
-            flow=flow, caller=caller or {}, memory=remember,
+            flow=flow, caller=caller or {}, memory=remember, mood=mood,
             on_change=FlowRecorder(store=self._store, call_id=call_id),
             on_action_failed=self._on_action_failed,
         )
@@ -96,12 +99,13 @@ class FlowRuntime:
         caller: dict | None = None,
         remember: Remember | None = None,
         flow_name: str | None = None,
+        mood: CallerMood | None = None,
     ) -> AudioLLMSession:
         """A session on `backend` driven by a flow (`flow_name`, else the default): a reply
         policy for the embedded cascade, node instructions and tools for a backend that
         calls tools."""
         run = await self.new_run(
-            call_id=call_id, caller=caller, remember=remember, flow_name=flow_name
+            call_id=call_id, caller=caller, remember=remember, flow_name=flow_name, mood=mood,
         )
         if backend.capabilities.tools:
             return FlowSession(backend=backend, session=await backend.open_session(), run=run)

@@ -286,6 +286,11 @@ class Node(FlowConfig.Node):
     silence: Silence | None = None
     interruptible: bool = Field(True, description="False: the caller cannot barge in.")
     interruptions: Interruptions | None = None
+    outcome: str | None = Field(
+        None, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$",
+        description="The call's outcome once it enters this node (e.g. booked); sent to the "
+        "business webhooks at the call's end.",
+    )
 
     @field_validator("on_filled", mode="before")
     @classmethod
@@ -319,6 +324,12 @@ class Flow(FlowConfig):
     description: str | None = None
     nodes: dict[str, Node] = Field(min_length=1)  # type: ignore[assignment]
     global_functions: list[Function] = Field(default_factory=list)  # type: ignore[assignment]
+    global_conditions: list[Transition] = Field(
+        default_factory=list,
+        description="Checked after every caller turn, at any node, before the node's own "
+        "handling (e.g. `call.frustration >= 2`); each leads to a node the call has not "
+        "visited yet, so it is taken at most once.",
+    )
     handlers: dict[str, str] = Field(
         default_factory=dict,
         description="name -> 'package.module:function'; only these may be called.",

@@ -9,7 +9,9 @@ the turn. A flow has no LLM judge, so `eval:` criteria are refused.
 Turns may add what a flow can be checked on (pipecat's parser ignores these keys):
 `node:` where the call should be after the turn, `slots:` values that must be set,
 `silence: true` for a turn where the caller says nothing, `ends_call: true`,
-`transfer_to:` and `sends_dtmf:`. The first turn may have no input: it checks the
+`transfer_to:` and `sends_dtmf:`, and on a `user:` turn, `emotion:`, how the caller
+sounds saying it (neutral when not given; see `agent.emotion`), which flows read as
+`caller.emotion` and `call.*`. The first turn may have no input: it checks the
 greeting. Top level may set `today:` (the date "tomorrow" is counted from) and
 `caller:` (template variables).
 """
@@ -24,10 +26,14 @@ import yaml
 from pipecat.evals.scenario import EvalScenarioFile
 from pipecat.evals.script import EvalScriptScenario, EvalScriptTurn
 
+from callwright.agent.emotion import Emotion
 from callwright.flows.engine import FlowRun, FlowTurn
 from callwright.flows.schema import LoadedFlow
 
-TURN_EXTRAS = ("node", "slots", "silence", "ends_call", "transfer_to", "sends_dtmf")
+TURN_EXTRAS = ("node", "slots", "silence", "ends_call", "transfer_to", "sends_dtmf", "emotion")
+# A scripted emotion's arousal and valence: typical of the label, for `caller.arousal`.
+SCRIPTED_EMOTIONS = {"neutral": (0.0, 0.0), "positive": (0.3, 0.6),
+                     "frustrated": (0.6, -0.6), "sad": (-0.4, -0.5)}
 TEXT_EVENTS = ("response", "llm_response", "tts_response")
 
 
@@ -106,6 +112,14 @@ async def run_scenario(flow: LoadedFlow, scenario: EvalScriptScenario, raw: dict
     for index, (turn, extra) in enumerate(zip(scenario.turns, raw_turns, strict=True)):
         where = f"turn #{index}"
         if turn.user is not None:
+            label = str(extra.get("emotion", "neutral"))
+            if label not in SCRIPTED_EMOTIONS:
+                result.failures.append(f"{where}: emotion {label!r} is not one of "
+                                       f"{', '.join(SCRIPTED_EMOTIONS)}")
+                break
+            arousal, valence = SCRIPTED_EMOTIONS[label]
+            run.mood.observe(prosody=None, text=turn.user, reported=Emotion(
+                label=label, arousal=arousal, valence=valence, confidence=1.0, source="script"))
             out = await run.on_text(turn.user)
             result.transcript.append(f"caller: {turn.user}")
         elif turn.dtmf is not None:

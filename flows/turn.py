@@ -13,6 +13,7 @@ class FlowSnapshot:
     flow_version: str
     flow_path: list[str]
     slots: dict
+    outcome: str | None = None  # the last `outcome:` of a node the run entered
 
 
 @dataclass(kw_only=True)

@@ -64,7 +64,8 @@ class TurnRecorder(FrameProcessor):
     def _record(self, frame: CallerTurnFrame | AgentTurnFrame, seq: int) -> TurnRecord:
         if isinstance(frame, CallerTurnFrame):
             fields = dict(speaker="caller", text=frame.text, start_ms=frame.start_ms,
-                          end_ms=frame.end_ms, speaker_label=frame.speaker_label)
+                          end_ms=frame.end_ms, speaker_label=frame.speaker_label,
+                          emotion=frame.emotion, arousal=frame.arousal, valence=frame.valence)
         else:
             fields = dict(
                 speaker="agent", text=frame.text, start_ms=frame.start_ms, end_ms=frame.end_ms,

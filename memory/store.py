@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Row, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from callwright.memory.changes import Changes
 from callwright.memory.db import sessionmaker
 from callwright.memory.models import ApiToken, Call, Turn, TurnDraft, utcnow
+from callwright.memory.outcomes import call_outcome
+
+# Run in the transaction that stores calls' ends, with the session and the calls' ids:
+# what must commit together with the end (the business webhooks' outbox rows).
+EndHook = Callable[[AsyncSession, list[int]], Awaitable[None]]
+_ENDED = (Call.id, Call.status, Call.end_reason, Call.transferred_to, Call.answered_by,
+          Call.outcome)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +41,9 @@ class TurnRecord:
     llm_first_token_ms: int | None = None
     llm_tokens_in: int | None = None
     llm_tokens_out: int | None = None
+    emotion: str | None = None
+    arousal: float | None = None
+    valence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class CallStore:
         self.engine = engine
         self.worker = worker  # stored with the calls this process creates or runs
         self.changes = changes or Changes()  # told when live calls change
+        self.end_hooks: list[EndHook] = []  # run in the transaction that ends calls
         self._sessions = sessionmaker(engine)
 
     async def create_call(
@@ -116,29 +127,49 @@ class CallStore:
         return call_id
 
     async def finish_call(self, call_id: int, *, status: str, reason: str) -> None:
-        """Store how and when a call ended (`reason` cut to 64 characters).
+        """Store how and when a call ended (`reason` cut to 64 characters), and its
+        outcome (`call_outcome`) unless the flow set one; `end_hooks` run in the same
+        transaction.
 
         A call that has ended already keeps its first ending.
         """
         async with self._sessions.begin() as session:
-            await session.execute(
+            ended = (await session.execute(
                 update(Call)
                 .where(Call.id == call_id, Call.ended_at.is_(None))
                 .values(status=status, end_reason=reason[:64], ended_at=utcnow())
-            )
+                .returning(*_ENDED)
+            )).all()
+            await self._ended(session, ended)
         self.changes.notify()
 
+    async def _ended(self, session: AsyncSession, ended: Sequence[Row]) -> None:
+        """Calls just stored as ended: fix their outcomes, then run the end hooks."""
+        for call in ended:
+            if call.outcome is None:
+                outcome = call_outcome(status=call.status, end_reason=call.end_reason,
+                                       transferred_to=call.transferred_to,
+                                       answered_by=call.answered_by)
+                await session.execute(  # a flow's outcome set meanwhile is kept
+                    update(Call).where(Call.id == call.id, Call.outcome.is_(None))
+                    .values(outcome=outcome)
+                )
+        if ended:
+            for hook in self.end_hooks:
+                await hook(session, [call.id for call in ended])
+
     async def update_flow(
-        self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict
+        self, call_id: int, *, flow_name: str, flow_version: str, flow_path: list, slots: dict,
+        outcome: str | None = None,
     ) -> None:
-        """The flow a call runs: its name, version, the nodes visited so far, its slots."""
+        """The flow a call runs: its name, version, the nodes visited so far, its slots, and
+        the outcome its nodes set (None: none yet)."""
+        values = dict(flow_name=flow_name[:128], flow_version=flow_version[:64],
+                      flow_path=list(flow_path), slots=dict(slots))
+        if outcome is not None:
+            values["outcome"] = outcome[:32]
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(Call)
-                .where(Call.id == call_id)
-                .values(flow_name=flow_name[:128], flow_version=flow_version[:64],
-                        flow_path=list(flow_path), slots=dict(slots))
-            )
+            await session.execute(update(Call).where(Call.id == call_id).values(**values))
 
     async def set_recording(self, call_id: int, relative_path: str) -> None:
         """Store where the call's recording is, relative to the data dir."""
@@ -189,11 +220,13 @@ class CallStore:
         else:
             where = (unfinished, Call.status == "in-progress", Call.worker.in_(list(workers)))
         async with self._sessions.begin() as session:
-            closed = list(await session.scalars(
+            ended = (await session.execute(
                 update(Call).where(*where)
                 .values(status="interrupted", end_reason=reason, ended_at=utcnow())
-                .returning(Call.id)
-            ))
+                .returning(*_ENDED)
+            )).all()
+            closed = [call.id for call in ended]
+            await self._ended(session, ended)
             # What was being said when the server died becomes the calls' last turns.
             drafts = await session.scalars(select(TurnDraft).where(TurnDraft.call_id.in_(closed)))
             session.add_all(Turn(**turn) for draft in drafts for turn in draft.turns)

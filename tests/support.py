@@ -25,10 +25,13 @@ SECRET_KEY = "test-signing-key-" + "7" * 16
 PG_ADMIN_URL = os.environ.get("CALLWRIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def speech_8k(text: str, *, voice: str = "en-us", speed: int = 150, pad_s: float = 0.3) -> bytes:
-    """Caller speech from espeak-ng (not the agent's Piper voice), 8 kHz int16 mono."""
+def speech_8k(text: str, *, voice: str = "en-us", speed: int = 150, pad_s: float = 0.3,
+              pitch: int = 50, amplitude: int = 100) -> bytes:
+    """Caller speech from espeak-ng (not the agent's Piper voice), 8 kHz int16 mono;
+    `pitch` 0-99 and `amplitude` 0-200 as espeak-ng's -p and -a."""
     wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-a", str(amplitude),
+         "--stdout", text],
         check=True, capture_output=True,
     ).stdout
     import io

@@ -27,9 +27,10 @@ async def test_filters_and_search(database_url):
         async with sessionmaker(engine).begin() as session:
             session.add_all([
                 _call("CA1", at=DAY, seconds=30, from_number="+15550001111", flow_name="booking",
-                      status="completed", end_reason="agent-hangup", turns=[
+                      status="completed", end_reason="agent-hangup", outcome="booked", turns=[
                           _turn(0, "agent", "Front desk, how can I help?", latency_ms=700),
-                          _turn(1, "caller", "I am booking a table for Friday"),
+                          _turn(1, "caller", "I am booking a table for Friday",
+                                emotion="positive", arousal=0.2, valence=0.5),
                           _turn(2, "caller", "make it six", speaker_label="speaker 2"),
                           _turn(3, "agent", "Of course", interrupted=True,
                                 planned_text="Of course, six people.", latency_ms=900),
@@ -37,7 +38,9 @@ async def test_filters_and_search(database_url):
                 _call("CA2", at=DAY + timedelta(days=1), seconds=200, from_number="+15550002222",
                       flow_name="support", status="failed", end_reason="stream-error", turns=[
                           _turn(0, "agent", "Front desk here"),
-                          _turn(1, "caller", "My invoice is wrong; it says Friday", ),
+                          _turn(1, "caller", "My invoice is wrong; it says Friday",
+                                emotion="neutral"),
+                          _turn(2, "caller", "This is ridiculous", emotion="frustrated"),
                       ]),
                 _call("CA3", at=DAY + timedelta(days=2), seconds=5, from_number="+15550003333",
                       status="completed", turns=[]),
@@ -65,6 +68,13 @@ async def test_filters_and_search(database_url):
         assert await sids(interrupted="false") == ["CA3", "CA2"]
         assert await sids(min_speakers="3") == ["CA1"]
         assert await sids(q="", number="", min_speakers="") == ["CA3", "CA2", "CA1"]
+        assert await sids(emotion="frustrated") == ["CA2"]  # became frustrated at some turn
+        assert await sids(emotion="positive") == ["CA1"]
+        assert await sids(emotion="sad") == []
+        assert await sids(outcome="booked") == ["CA1"]
+        listed = await calls.list_calls(CallFilters())
+        assert [row.emotions for row in listed.rows] == [[], ["frustrated"], ["positive"]]
+        assert listed.choices["outcome"] == ["booked"]
 
         page = await calls.list_calls(CallFilters(q="booking"))
         row = page.rows[0]
@@ -83,8 +93,12 @@ async def test_filters_and_search(database_url):
         assert [d.calls for d in stats.days] == [1, 1, 1]
         assert stats.days[0].latency_p50_ms == 800 and stats.days[0].latency_p90_ms == 880
         assert stats.avg_duration_s == round((30 + 200 + 5) / 3, 1)
-        assert dict(stats.outcomes) == {"completed · agent-hangup": 1,
-                                        "failed · stream-error": 1, "completed": 1}
+        assert dict(stats.outcomes) == {"booked": 1, "failed · stream-error": 1, "completed": 1}
+        assert [d.emotion_share for d in stats.days] == [
+            {"positive": 100.0, "frustrated": 0.0, "sad": 0.0},
+            {"positive": 0.0, "frustrated": 100.0, "sad": 0.0},
+            {"positive": 0.0, "frustrated": 0.0, "sad": 0.0},
+        ]
     finally:
         await engine.dispose()
 

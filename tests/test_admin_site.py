@@ -75,7 +75,7 @@ async def shot(page: Page, name: str) -> None:
 async def test_review_a_call_end_to_end(server, site, page):
     await sign_in(page, server, "sue")
     await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
-    await expect(page.locator("svg.chart")).to_have_count(4)
+    await expect(page.locator("svg.chart")).to_have_count(5)
     await shot(page, "dashboard")
 
     # Find the call by a word spoken in it.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from callwright.agent.backend import (
     AudioChunk,
@@ -21,6 +22,7 @@ from callwright.agent.backend import (
     TurnRequest,
 )
 from callwright.agent.context import call_context
+from callwright.agent.emotion import CallerMood, Delivery
 from callwright.agent.model_host import ModelHost
 from callwright.agent.policy import Reply, ReplyPolicy
 from callwright.agent.transcript import EarlyTranscript
@@ -60,27 +62,35 @@ class EmbeddedCascade(AudioLLM):
         """A conversation; `policy` (a flow, say) replaces the default for this call."""
         if not self._host.loaded:
             raise RuntimeError("EmbeddedCascade.load() was not awaited")
-        # The call runner set this call's context (recalled caller, remember) in our task.
+        # The call runner set this call's context (recalled caller, remember, the caller's
+        # mood) in our task.
+        context = call_context()
         return CascadeSession(
-            backend=self, policy=policy or self._policy_factory(context=call_context())
+            backend=self, policy=policy or self._policy_factory(context=context),
+            mood=context.mood,
         )
 
     def transcribe(self, audio16k: bytes) -> str:
         """The words in one caller turn (16 kHz int16 mono), from the model host; blocking."""
         return self._host.transcribe(audio16k)
 
-    def synthesize(self, text: str) -> tuple[bytes, int]:
-        """Piper's int16 mono audio for `text` and its sample rate (model host); blocking."""
-        return self._host.synthesize(text)
+    def synthesize(self, text: str, *, length_scale: float = 1.0) -> tuple[bytes, int]:
+        """Piper's int16 mono audio for `text` and its sample rate (model host); blocking.
+        `length_scale` above 1 speaks more slowly."""
+        return self._host.synthesize(text, length_scale=length_scale)
 
 
 class CascadeSession(AudioLLMSession):
     """One call on the embedded cascade: transcribes each turn, asks the call's reply policy,
-    and speaks the reply sentence by sentence."""
+    and speaks the reply sentence by sentence, slower and with pauses for an upset caller
+    (`mood`)."""
 
-    def __init__(self, *, backend: EmbeddedCascade, policy: ReplyPolicy):
+    def __init__(
+        self, *, backend: EmbeddedCascade, policy: ReplyPolicy, mood: CallerMood | None = None
+    ):
         self._backend = backend
         self._policy = policy
+        self._mood = mood
         self._cancelled = False
         self._transcript = EarlyTranscript(backend.transcribe)
 
@@ -116,18 +126,23 @@ class CascadeSession(AudioLLMSession):
                 return
             reply = await self._policy.reply(text)
         sentences = split_sentences(reply.text)
+        # Read after the caller's words: the delivery answers how they sounded this turn.
+        delivery = self._mood.delivery() if self._mood else Delivery()
+        synthesize = partial(self._backend.synthesize, length_scale=delivery.length_scale)
         # All at once: the model processes speak the second sentence while the first plays,
         # instead of only once the first is ready (under load, a hole between the two).
-        speech = [asyncio.ensure_future(asyncio.to_thread(self._backend.synthesize, sentence))
+        speech = [asyncio.ensure_future(asyncio.to_thread(synthesize, sentence))
                   for sentence in sentences]
         try:
-            for sentence, audio_future in zip(sentences, speech, strict=True):
+            for i, (sentence, audio_future) in enumerate(zip(sentences, speech, strict=True)):
                 if self._cancelled:
                     return
                 yield TextDelta(text=sentence)
                 audio, rate = await audio_future
                 if self._cancelled:
                     return
+                if delivery.sentence_pause_ms and i < len(sentences) - 1:
+                    audio += bytes(2 * (rate * delivery.sentence_pause_ms // 1000))
                 yield AudioChunk(audio=audio, sample_rate=rate, interruptible=reply.interruptible,
                                  interruptions=reply.interruptions)
         finally:

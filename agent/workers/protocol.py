@@ -26,7 +26,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from callwright.agent import backend as contract
 
-PROTOCOL_VERSION = 2  # 2: whole turns and turn ends; early transcripts (Prepare)
+# 2: whole turns and turn ends; early transcripts (Prepare). 3: the caller's emotion.
+PROTOCOL_VERSION = 3
 SESSION_PATH = "/session"
 HEALTH_PATH = "/health"
 CLOSE_BUSY = 1013  # RFC 6455 "try again later"
@@ -215,6 +216,16 @@ class CallerTextMessage(_Message):
     text: str
 
 
+class CallerEmotionMessage(_Message):
+    """`CallerEmotion` of turn `turn_id`."""
+
+    type: Literal["caller_emotion"] = "caller_emotion"
+    turn_id: int
+    label: str = Field(max_length=16)
+    arousal: float = Field(ge=-1, le=1)
+    valence: float = Field(ge=-1, le=1)
+
+
 class TextDeltaMessage(_Message):
     """`TextDelta` of turn `turn_id`."""
 
@@ -277,8 +288,8 @@ class ProtocolError(_Message):
 
 
 WorkerMessage = Annotated[
-    Ready | CallerTextMessage | TextDeltaMessage | AudioChunkMessage | ToolCallMessage
-    | TurnEnd | Prepared | Cancelled | ProtocolError,
+    Ready | CallerTextMessage | CallerEmotionMessage | TextDeltaMessage | AudioChunkMessage
+    | ToolCallMessage | TurnEnd | Prepared | Cancelled | ProtocolError,
     Field(discriminator="type"),
 ]
 worker_message = TypeAdapter(WorkerMessage)
@@ -293,6 +304,8 @@ def encode_event(turn_id: int, event: contract.Event) -> _Message:
     match event:
         case contract.CallerText(text=text):
             return CallerTextMessage(turn_id=turn_id, text=text)
+        case contract.CallerEmotion():
+            return CallerEmotionMessage(turn_id=turn_id, **vars(event))
         case contract.TextDelta(text=text):
             return TextDeltaMessage(turn_id=turn_id, text=text)
         case contract.AudioChunk(audio=audio, sample_rate=rate):
@@ -314,6 +327,8 @@ def decode_event(message: _Message) -> contract.Event:
     match message:
         case CallerTextMessage(text=text):
             return contract.CallerText(text=text)
+        case CallerEmotionMessage():
+            return contract.CallerEmotion(**message.model_dump(exclude={"type", "turn_id"}))
         case TextDeltaMessage(text=text):
             return contract.TextDelta(text=text)
         case AudioChunkMessage(audio=audio, sample_rate=rate):
