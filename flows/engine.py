@@ -34,6 +34,7 @@ from callwright.flows.turn import FlowLoopError, FlowSnapshot, FlowTurn
 from callwright.flows.understanding import match_intent, pattern_match
 
 MAX_HOPS = 16  # transitions in one turn before the run is judged to loop
+CALLER_EVENTS = ("text", "dtmf", "silence")
 
 
 class FlowRun(FlowActions, SlotFilling):
@@ -43,8 +44,9 @@ class FlowRun(FlowActions, SlotFilling):
     `on_tool_call`, `resume`) takes the flow as far as it goes without the caller and
     returns what to say and do. Once the run has ended the call (an end or transfer
     action, or too many transitions in one turn), every event returns a turn with
-    `end_call` set and nothing to say. Events share the run's state: await each one
-    before sending the next.
+    `end_call` set: for the caller's words, keys or silence, with the run's last words
+    and transfer again (the caller may have talked over them); else with nothing to say.
+    Events share the run's state: await each one before sending the next.
 
     Args:
         flow: The flow as loaded; the run keeps this version to the end.
@@ -92,6 +94,7 @@ class FlowRun(FlowActions, SlotFilling):
         self._no_match = 0
         self._silences = 0
         self._last_said = ""
+        self._closing: FlowTurn | None = None  # the turn that ended the run
         self._hops = 0
 
     # Events -------------------------------------------------------------------------
@@ -169,6 +172,11 @@ class FlowRun(FlowActions, SlotFilling):
         if self.ended:
             out.node = self.node_name
             out.end_call = True
+            if kind in CALLER_EVENTS and self._closing is not None:
+                # The caller spoke on over the run's last words (a pause mid-sentence ended
+                # their turn early, and that reply was dropped unheard): say them again,
+                # with their transfer, rather than hang up in silence.
+                out.said, out.transfer_to = list(self._closing.said), self._closing.transfer_to
             return out
         before = (len(self.path), dict(self.slots))
         self._hops = 0
@@ -181,6 +189,8 @@ class FlowRun(FlowActions, SlotFilling):
         out.node = self.node_name
         if out.text:
             self._last_said = out.text
+        if self.ended and self._closing is None:
+            self._closing = out
         if not out.end_call and not out.transfer_to:
             out.listen_timeout_s = self._silence_config().timeout_s
         if self._on_change and (len(self.path), self.slots) != before:

@@ -390,3 +390,62 @@ async def test_reminder_reads_well_without_the_dialler_variables():
     turn = await run.on_text("Yes, speaking.")
     assert run.path[-1] == "remind"
     assert turn.text.startswith("You have an appointment on Thursday, December 3rd. Can"), turn.text
+
+
+async def test_mood_escalation_sets_the_outcome_and_repeats_unheard_closing_words():
+    """Two frustrated turns in a row take the global condition once; the node it leads to
+    sets the call's outcome; words after the run ended hear its closing words again."""
+    from callwright.agent.emotion import CallerMood, Emotion
+
+    flow = load_flow(Path("flows/examples/support.yaml"))
+    snapshots = []
+    mood = CallerMood()
+    run = FlowRun(flow=flow, mood=mood, on_change=snapshots.append)
+    await run.start()
+
+    def heard(text: str, label: str) -> str:
+        mood.observe(prosody=None, text=text, reported=Emotion(
+            label=label, arousal=0.6 if label == "frustrated" else 0.0, confidence=1.0))
+        return text
+
+    first = await run.on_text(heard("My internet is down again.", "frustrated"))
+    assert run.node_name == "reboot" and first.text.startswith("I'm sorry your connection")
+    assert run.outcome is None and run.context()["call"]["frustration"] == 1
+    second = await run.on_text(heard("I did that already, it's still not working!",
+                                     "frustrated"))
+    assert run.node_name == "calm_down" and "so frustrating" in second.text
+    assert second.transfer_to == "+14155550123" and run.ended
+    assert run.outcome == "escalated" and snapshots[-1].outcome == "escalated"
+    # The caller talked on over those words: they hear them again, then the transfer.
+    again = await run.on_text(heard("and nobody ever calls me back", "frustrated"))
+    assert (again.text, again.transfer_to, again.end_call) == (
+        second.text, second.transfer_to, True)
+    assert (await run.on_tool_call("human", {})).text == ""
+
+
+async def test_a_global_condition_is_taken_once():
+    from callwright.agent.emotion import CallerMood
+
+    flow = load_flow_text(textwrap.dedent('''
+        name: once
+        initial_node: ask
+        global_conditions:
+          - {when: "call.frustrated_turns >= 1", transition_to: sorry}
+        nodes:
+          ask:
+            say: Ask me anything.
+            functions:
+              - {name: anything, patterns: ['.'], transition_to: ask}
+          sorry:
+            say: Sorry about that.
+            functions:
+              - {name: anything, patterns: ['.'], transition_to: ask}
+    '''), source="once.yaml")
+    mood = CallerMood()
+    run = FlowRun(flow=flow, mood=mood)
+    await run.start()
+    said = []
+    for _ in range(3):
+        mood.observe(prosody=None, text="This is ridiculous, your service is useless.")
+        said.append((await run.on_text("This is ridiculous, your service is useless.")).text)
+    assert said == ["Sorry about that.", "Ask me anything.", "Ask me anything."]
